@@ -1,0 +1,46 @@
+"""``rlvr-lens`` command line: thin layers over the library, one module per command.
+
+Each command module defines ``register(subparsers)``, which adds its parser and sets
+``func`` to a function ``(args) -> exit status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rlvr_lens import __version__
+from rlvr_lens.cli.common import run_guarded
+
+#: Command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "rlvr_lens.cli.perplexity",
+    "rlvr_lens.cli.contamination",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlvr-lens",
+        description="What did RL with verifiable rewards change inside a language model, "
+        "and is the gain reasoning or memorization?",
+    )
+    parser.add_argument("--version", action="version", version=f"rlvr-lens {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return run_guarded(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

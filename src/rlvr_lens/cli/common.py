@@ -1,0 +1,91 @@
+"""Options and error handling shared by every ``rlvr-lens`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rlvr_lens.errors import UserError
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, minimum: int = 2) -> None:
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help=f"checkpoint directory or hub id, repeatable; base first, then tuned ones (at least {minimum})",
+    )
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="FILE", help="JSONL / Parquet file or saved datasets directory")
+    parser.add_argument(
+        "--fields",
+        default=None,
+        metavar="MAP",
+        help="column mapping, e.g. prompt=question,answer=final (default: detect native, MATH or GSM8K layout)",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N samples (default: all)")
+    parser.add_argument(
+        "--template",
+        default="plain",
+        help="prompt template: plain, boxed, qwen-math, organism (default: plain)",
+    )
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory for JSON, figures and report.html")
+    parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (as stored), float32, bfloat16, float16 (default: auto)"
+    )
+    parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto to spread over GPUs")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"samples per forward pass (default: {batch_size})")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def parse_models(texts: list[str], minimum: int = 2):
+    from rlvr_lens.models import ModelSpec
+
+    specs = [ModelSpec.parse(t) for t in texts]
+    if len(specs) < minimum:
+        raise UserError(f"Give at least {minimum} checkpoints with --model NAME=PATH (base first); got {len(specs)}.")
+    return specs
+
+
+def load_data(args: argparse.Namespace):
+    from rlvr_lens.data import parse_field_map, read_samples_report
+
+    report = read_samples_report(args.data, parse_field_map(args.fields), limit=args.limit)
+    if report.skipped:
+        print(f"warning: {report.summary}", file=sys.stderr)
+    return report.samples
+
+
+def check_out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {path} is a file; give a directory.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command; a user error or out-of-memory becomes one sentence and exit status 2."""
+    import torch
+
+    try:
+        return int(func(args) or 0)
+    except UserError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return error.exit_code
+    except torch.OutOfMemoryError:
+        print("error: out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished results are saved, unfinished ones were not written.", file=sys.stderr)
+        return 130

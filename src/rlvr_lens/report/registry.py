@@ -1,0 +1,73 @@
+"""Which figures and which report section belong to each result kind, and writing a run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlvr_lens.io import atomic_save_figure, atomic_write_text
+from rlvr_lens.report.html import Section, render_html
+from rlvr_lens.results import Result
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """How one result kind appears in the report.
+
+    ``plot(result) -> {name: matplotlib Figure}``; ``section(result, figures) -> Section``
+    where ``figures`` maps the same names to the saved PNG paths.
+    """
+
+    plot: Callable[[Result], dict]
+    section: Callable[[Result, dict[str, Path]], Section]
+    order: int = 100
+
+
+_ENTRIES: dict[str, ReportEntry] = {}
+
+
+def register(kind: str, entry: ReportEntry) -> None:
+    _ENTRIES[kind] = entry
+
+
+def _load_analysis_modules() -> None:
+    """Import analysis modules so that they register their report entries."""
+    import importlib
+    import pkgutil
+
+    import rlvr_lens.analyses as analyses
+
+    for info in pkgutil.iter_modules(analyses.__path__):
+        importlib.import_module(f"rlvr_lens.analyses.{info.name}")
+
+
+def write_run(
+    out_dir: str | os.PathLike,
+    results: list[Result],
+    *,
+    title: str = "rlvr-lens report",
+    context: list[str] | None = None,
+) -> Path:
+    """Save every result as JSON, draw its figures, and write ``report.html``; return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _load_analysis_modules()
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    sections: list[tuple[int, Section]] = []
+    for result in results:
+        result.save(out / f"{result.kind}.json")
+        entry = _ENTRIES.get(result.kind)
+        if entry is None:
+            sections.append((1000, Section(result.kind, result.kind, paragraphs=["(no report section registered)"])))
+            continue
+        paths: dict[str, Path] = {}
+        for name, figure in entry.plot(result).items():
+            paths[name] = atomic_save_figure(out / "figures" / f"{result.kind}-{name}.png", figure)
+        sections.append((entry.order, entry.section(result, paths)))
+    sections.sort(key=lambda item: item[0])
+    html = render_html([s for _, s in sections], title=title, context=context)
+    return atomic_write_text(out / "report.html", html)
