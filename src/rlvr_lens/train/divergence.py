@@ -37,7 +37,9 @@ def per_token_kl(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.T
     return torch.exp(delta) - delta - 1.0
 
 
-def divergence_weights(divergence: torch.Tensor, mask: torch.Tensor, cap: float = MAX_RELATIVE_DIVERGENCE) -> torch.Tensor:
+def divergence_weights(
+    divergence: torch.Tensor, mask: torch.Tensor, cap: float = MAX_RELATIVE_DIVERGENCE
+) -> torch.Tensor:
     """Advantage weights of mean 1 over the masked tokens (formula in the module docstring).
 
     Args:
@@ -79,7 +81,11 @@ class LensGRPOTrainer(GRPOTrainer):
             reference_model.eval()
             if self.args.disable_dropout:
                 disable_dropout_in_model(reference_model)
-            add_fused_lm_head(reference_model, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+            add_fused_lm_head(
+                reference_model,
+                temperature=self.temperature,
+                cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32,
+            )
             for param in reference_model.parameters():
                 param.requires_grad_(False)
             self.lens_ref_model = self.accelerator.prepare_model(reference_model, evaluation_mode=True)

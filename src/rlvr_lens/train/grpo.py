@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,9 @@ class GRPOSettings:
             if value < 1:
                 raise UserError(f"{name} must be at least 1; got {value}.")
         if self.group_size < 2:
-            raise UserError(f"GRPO needs at least 2 completions per prompt (group_size); got {self.group_size}.")
+            raise UserError(
+                f"GRPO needs at least 2 completions per prompt (group_size); got {self.group_size}."
+            )
         if not 0.0 <= self.random_p <= 1.0:
             raise UserError(f"random_p must lie in [0, 1]; got {self.random_p}.")
         if self.learning_rate <= 0 or self.clip_eps <= 0 or self.temperature <= 0:
@@ -105,7 +108,9 @@ class GRPOSettings:
         if self.kl_coef < 0:
             raise UserError(f"kl_coef must be >= 0; got {self.kl_coef}.")
         if self.save_every < 0 or self.eval_every < 0 or self.micro_batch_size < 0:
-            raise UserError("save_every, eval_every and micro_batch_size must be >= 0 (0 = off / whole batch).")
+            raise UserError(
+                "save_every, eval_every and micro_batch_size must be >= 0 (0 = off / whole batch)."
+            )
         total = self.completions_per_generation
         if total % self.steps_per_generation:
             raise UserError(
@@ -313,7 +318,9 @@ def _make_callback(
             if show_progress:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=settings.steps, desc="grpo", unit="step", leave=False, dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=settings.steps, desc="grpo", unit="step", leave=False, dynamic_ncols=True
+                )
             if eval_sets and settings.eval_every:
                 self._record({"step": 0, **self._evaluate()})
 
@@ -337,7 +344,9 @@ def _make_callback(
             row.update(self.pending_eval)
             self.pending_eval = {}
             if self.bar is not None and row.get("reward_mean") is not None:
-                self.bar.set_postfix(reward=f"{row['reward_mean']:.3f}", acc=f"{row.get('accuracy') or 0:.3f}")
+                self.bar.set_postfix(
+                    reward=f"{row['reward_mean']:.3f}", acc=f"{row.get('accuracy') or 0:.3f}"
+                )
             self._record(row)
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -350,14 +359,17 @@ def _make_callback(
 def _training_rows(samples: list[Sample], settings: GRPOSettings, tokenizer) -> list[dict[str, str]]:
     if settings.one_shot:
         samples = samples[:1]
-    rows = [{"prompt": apply_template(s.prompt, settings.template, tokenizer), "answer": s.answer, "id": s.id} for s in samples]
+    rows = [
+        {"prompt": apply_template(s.prompt, settings.template, tokenizer), "answer": s.answer, "id": s.id}
+        for s in samples
+    ]
     # TRL draws `prompts_per_step` distinct rows per generation batch; repeat a small set (one-shot RLVR) to fill it.
     while len(rows) < settings.prompts_per_step:
         rows = rows + rows[: settings.prompts_per_step - len(rows)]
     return rows
 
 
-def train_grpo(
+def build_trainer(
     model_dir: str | Path,
     train_samples: list[Sample],
     out_dir: str | Path,
@@ -365,11 +377,11 @@ def train_grpo(
     *,
     eval_sets: dict[str, list[Sample]] | None = None,
     show_progress: bool = False,
-) -> GRPORun:
-    """Train the checkpoint in ``model_dir`` with GRPO on ``train_samples`` (see the module docstring).
+):
+    """Load the model and build the :class:`~rlvr_lens.train.divergence.LensGRPOTrainer` for a run.
 
-    Runs on the GPU when one is present (bf16 autocast when supported), else on the CPU in
-    float32; on the CPU a fixed ``settings.seed`` gives the same run twice.
+    Returns ``(trainer, callback)``; ``trainer.train()`` runs it and ``callback`` holds the
+    logged rows and saved directories. :func:`train_grpo` is the one-call form.
     """
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback
@@ -388,7 +400,6 @@ def train_grpo(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.jsonl").unlink(missing_ok=True)
 
-    start = time.perf_counter()
     loaded = load_model(str(model_dir), dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
     model.train()
@@ -399,26 +410,60 @@ def train_grpo(
     true_reward = make_reward("correct")
     rewards = [as_trl_reward(train_reward), as_trl_reward(true_reward, TRUE_ACCURACY)]
 
-    args = grpo_config(settings, out_dir)
-    args.reward_weights = [1.0, 0.0]
     callback = _make_callback(settings, out_dir, tokenizer, eval_sets, show_progress)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        trainer = LensGRPOTrainer(
-            model=model,
-            reward_funcs=rewards,
-            args=args,
-            train_dataset=Dataset.from_list(_training_rows(train_samples, settings, tokenizer)),
-            processing_class=tokenizer,
-            callbacks=[callback],
-            reference_model=reference,
-            divergence_weighting=settings.divergence_weighting,
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        callback.trainer = trainer
-        trainer.train()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' gradient_checkpointing rename
+            args = grpo_config(settings, out_dir)
+            args.reward_weights = [1.0, 0.0]
+            trainer = LensGRPOTrainer(
+                model=model,
+                reward_funcs=rewards,
+                args=args,
+                train_dataset=Dataset.from_list(_training_rows(train_samples, settings, tokenizer)),
+                processing_class=tokenizer,
+                callbacks=[callback],
+                reference_model=reference,
+                divergence_weighting=settings.divergence_weighting,
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    callback.trainer = trainer
+    return trainer, callback
+
+
+def train_grpo(
+    model_dir: str | Path,
+    train_samples: list[Sample],
+    out_dir: str | Path,
+    settings: GRPOSettings,
+    *,
+    eval_sets: dict[str, list[Sample]] | None = None,
+    show_progress: bool = False,
+) -> GRPORun:
+    """Train the checkpoint in ``model_dir`` with GRPO on ``train_samples`` (see the module docstring).
+
+    Runs on the GPU when one is present (bf16 autocast when supported), else on the CPU in
+    float32; on the CPU a fixed ``settings.seed`` gives the same run twice. Writes
+    ``out_dir/step-{k}/`` and ``out_dir/metrics.jsonl`` (replacing a previous run's log).
+    """
+    from transformers.utils import logging as hf_logging
+
+    start = time.perf_counter()
+    eval_sets = {name: list(samples) for name, samples in (eval_sets or {}).items() if samples}
+    trainer, callback = build_trainer(
+        model_dir, train_samples, out_dir, settings, eval_sets=eval_sets, show_progress=show_progress
+    )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer.train()
     finally:
         hf_logging.set_verbosity(verbosity)
     wall = time.perf_counter() - start

@@ -109,7 +109,9 @@ def make_reward(name: str, *, p: float = 0.5, seed: int = 0) -> RewardFunction:
     if name == "incorrect":
         return GradedReward("incorrect", lambda g: 1.0 if g.extracted is not None and not g.correct else 0.0)
     if name == "accuracy_format":
-        return GradedReward("accuracy_format", lambda g: (1.0 if g.correct else 0.0) + FORMAT_BONUS * _stated(g))
+        return GradedReward(
+            "accuracy_format", lambda g: (1.0 if g.correct else 0.0) + FORMAT_BONUS * _stated(g)
+        )
     raise UserError(f"Unknown reward {name!r}; use one of {', '.join(REWARD_NAMES)}.")
 
 
