@@ -14,7 +14,14 @@ from rlvr_lens.errors import UserError
 from rlvr_lens.models import load_model
 from rlvr_lens.models.tiny import save_tiny_checkpoint
 from rlvr_lens.train.divergence import divergence_weights, per_token_kl
-from rlvr_lens.train.grpo import GRPORun, GRPOSettings, build_trainer, grpo_config, train_grpo, trl_batch_layout
+from rlvr_lens.train.grpo import (
+    GRPORun,
+    GRPOSettings,
+    build_trainer,
+    grpo_config,
+    train_grpo,
+    trl_batch_layout,
+)
 from rlvr_lens.train.rewards import RandomReward
 
 SAMPLES = [Sample("a", "What is 2 + 2?", "4"), Sample("b", "What is 3 + 4?", "7"), Sample("c", "What is 5 - 1?", "4")]
