@@ -186,3 +186,45 @@ def test_user_errors(start_dir, tmp_path):
         train_grpo(start_dir, [], tmp_path, GRPOSettings(**TINY))
     with pytest.raises(UserError):
         train_grpo(tmp_path / "missing", SAMPLES, tmp_path / "out", GRPOSettings(**TINY))
+
+
+def _cli(argv):
+    import argparse
+
+    from rlvr_lens.cli import train as train_command
+    from rlvr_lens.cli.common import run_guarded
+
+    parser = argparse.ArgumentParser(prog="rlvr-lens")
+    train_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", *argv])
+    return run_guarded(args.func, args)
+
+
+def test_cli_writes_the_run_the_log_and_a_report(start_dir, tmp_path, capsys):
+    from rlvr_lens.data import write_samples
+
+    data = write_samples(tmp_path / "train.jsonl", SAMPLES)
+    out = tmp_path / "run"
+    argv = ["--model", str(start_dir), "--data", str(data), "--out", str(out), "--reward", "format", "--steps", "1"]
+    argv += ["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8", "--eval", f"heldout={data}"]
+    assert _cli([*argv, "--no-progress"]) == 0
+    run = GRPORun.load(out / "grpo_run.json")
+    assert run.settings["reward"] == "format" and run.final_dir == str(out / "step-1")
+    assert [r["step"] for r in run.steps] == [0, 1] and "eval/heldout" in run.steps[1]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    html = (out / "report.html").read_text()
+    assert "GRPO training (format reward)" in html and "data:image/png;base64" in html
+    assert "grpo_run.json" in capsys.readouterr().out
+
+
+def test_cli_user_errors_exit_2(start_dir, tmp_path, capsys):
+    from rlvr_lens.data import write_samples
+
+    data = write_samples(tmp_path / "train.jsonl", SAMPLES)
+    base = ["--model", str(start_dir), "--out", str(tmp_path / "o")]
+    assert _cli([*base, "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert _cli([*base, "--data", str(data), "--group-size", "1"]) == 2
+    assert _cli([*base, "--data", str(data), "--eval", "nameless"]) == 2
+    assert _cli(["--model", str(tmp_path / "nope"), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 4 and "Traceback" not in err

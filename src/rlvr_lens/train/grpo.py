@@ -32,7 +32,9 @@ import torch
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import TEMPLATES, apply_template
 from rlvr_lens.errors import UserError
+from rlvr_lens.report.registry import register
 from rlvr_lens.results import Result
+from rlvr_lens.train.report import ENTRY as _REPORT_ENTRY
 from rlvr_lens.train.rewards import REWARD_NAMES, as_trl_reward, make_reward
 
 #: TRL's metric name for the true-reward monitor (weight 0 in the advantage).
@@ -211,6 +213,9 @@ class GRPORun(Result):
     model_dir: str = ""
     train_size: int = 0
     eval_sizes: dict = field(default_factory=dict)
+
+
+register(GRPORun.kind, _REPORT_ENTRY)
 
 
 #: Our metric name -> TRL's logged key.
