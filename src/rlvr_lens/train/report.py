@@ -37,6 +37,7 @@ def _eval_names(steps: list[dict]) -> list[str]:
 
 def plot_grpo_run(run) -> dict:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figures = {}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -57,6 +58,8 @@ def plot_grpo_run(run) -> dict:
     right.set_title("Evaluation sets")
     if _eval_names(run.steps):
         right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     figures["curves"] = fig
 
@@ -71,6 +74,8 @@ def plot_grpo_run(run) -> dict:
     right.set_xlabel("optimizer step")
     right.set_ylabel("nats per token")
     right.set_title("Policy entropy on sampled completions")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     figures["kl_entropy"] = fig
     return figures
