@@ -17,6 +17,7 @@ from rlvr_lens.cli.common import run_guarded
 COMMAND_MODULES = (
     "rlvr_lens.cli.perplexity",
     "rlvr_lens.cli.contamination",
+    "rlvr_lens.cli.train",
 )
 
 

@@ -41,6 +41,7 @@ def _load_analysis_modules() -> None:
 
     for info in pkgutil.iter_modules(analyses.__path__):
         importlib.import_module(f"rlvr_lens.analyses.{info.name}")
+    importlib.import_module("rlvr_lens.train.grpo")  # registers the GRPO run's entry (kind "grpo_run")
 
 
 def write_run(
