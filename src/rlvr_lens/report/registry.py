@@ -59,16 +59,22 @@ def write_run(
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     sections: list[tuple[int, Section]] = []
+    seen: dict[str, int] = {}
     for result in results:
-        result.save(out / f"{result.kind}.json")
+        # several results of one kind (e.g. token divergence of two pairs) get -2, -3, ... stems
+        seen[result.kind] = seen.get(result.kind, 0) + 1
+        stem = result.kind if seen[result.kind] == 1 else f"{result.kind}-{seen[result.kind]}"
+        result.save(out / f"{stem}.json")
         entry = _ENTRIES.get(result.kind)
         if entry is None:
-            sections.append((1000, Section(result.kind, result.kind, paragraphs=["(no report section registered)"])))
+            sections.append((1000, Section(stem, result.kind, paragraphs=["(no report section registered)"])))
             continue
         paths: dict[str, Path] = {}
         for name, figure in entry.plot(result).items():
-            paths[name] = atomic_save_figure(out / "figures" / f"{result.kind}-{name}.png", figure)
-        sections.append((entry.order, entry.section(result, paths)))
+            paths[name] = atomic_save_figure(out / "figures" / f"{stem}-{name}.png", figure)
+        section = entry.section(result, paths)
+        section.anchor = stem
+        sections.append((entry.order, section))
     sections.sort(key=lambda item: item[0])
     html = render_html([s for _, s in sections], title=title, context=context)
     return atomic_write_text(out / "report.html", html)
