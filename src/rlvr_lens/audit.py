@@ -131,3 +131,155 @@ def run_steps(
         if on_step is not None:
             on_step(status)
     return outcome
+
+
+# ----------------------------------------------------------------------------- the audit
+
+ANALYSES = ("perplexity", "contamination", "tokens", "weights")
+
+
+@dataclass
+class AuditConfig:
+    """What an audit runs, and how (every default is the CLI's).
+
+    Attributes:
+        analyses: which of :data:`ANALYSES` to run, in that order.
+        template: prompt template for every analysis that prompts a model.
+        batch_size: samples per forward pass / generation batch.
+        dtype, device: how checkpoints are loaded (``auto`` = as stored / best device).
+        fractions: prompt fractions of the contamination probe.
+        answer_tokens: tokens generated after the prompt remainder by the probe.
+        max_new_tokens: response length of the token-level analysis and cross-sampling.
+        token_pairs: tuned checkpoints compared token by token with the base (default:
+            every tuned checkpoint).
+        cross_sampling: also run cross-sampling in the token-level analysis.
+        weights_metrics: ``"all"`` or ``"cheap"`` (sparsity and norms only).
+    """
+
+    analyses: tuple[str, ...] = ANALYSES
+    template: str = "plain"
+    batch_size: int = 8
+    dtype: str = "auto"
+    device: str = "auto"
+    fractions: tuple[float, ...] = (0.4, 0.6, 0.8)
+    answer_tokens: int = 64
+    max_new_tokens: int = 128
+    token_pairs: tuple[str, ...] | None = None
+    cross_sampling: bool = True
+    weights_metrics: str = "all"
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.analyses if a not in ANALYSES]
+        if unknown or not self.analyses:
+            raise UserError(f"Unknown analysis {', '.join(unknown) or '(none)'}; choose from {', '.join(ANALYSES)}.")
+
+
+def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfig, *, show_progress: bool = False) -> list[AuditStep]:
+    """The steps of an audit of checkpoints ``specs`` (base first) on ``samples`` read from ``data_path``.
+
+    Models are loaded inside each step and freed after it, so at most two checkpoints are in
+    memory at a time (the token-level analysis needs a pair).
+    """
+    from rlvr_lens.models import ModelSeries, free_model, load_model
+
+    fingerprints = {s.name: fingerprint_checkpoint(s.source) for s in specs}
+    common = {"checkpoints": fingerprints, "data": fingerprint_file(data_path), "n": len(samples), "template": config.template}
+    series = ModelSeries(list(specs), dtype=config.dtype, device=config.device)
+    series.check()
+    series._checked = True
+    steps: list[AuditStep] = []
+    if "perplexity" in config.analyses:
+        from rlvr_lens.analyses.perplexity import PerplexityResult, perplexity_paradox
+
+        steps.append(
+            AuditStep(
+                "perplexity",
+                PerplexityResult,
+                {**common, "dtype": config.dtype},
+                lambda: perplexity_paradox(
+                    series, samples, template=config.template, batch_size=config.batch_size, show_progress=show_progress
+                ),
+            )
+        )
+    if "contamination" in config.analyses:
+        from rlvr_lens.analyses.contamination import ContaminationResult, partial_prompt_probe
+
+        steps.append(
+            AuditStep(
+                "contamination",
+                ContaminationResult,
+                {**common, "dtype": config.dtype, "fractions": list(config.fractions), "answer_tokens": config.answer_tokens},
+                lambda: partial_prompt_probe(
+                    series,
+                    samples,
+                    fractions=config.fractions,
+                    template=config.template,
+                    answer_tokens=config.answer_tokens,
+                    batch_size=config.batch_size,
+                    show_progress=show_progress,
+                ),
+            )
+        )
+    if "tokens" in config.analyses:
+        from rlvr_lens.analyses.tokens import (
+            CrossSamplingConfig,
+            CrossSamplingResult,
+            TokenDivergenceConfig,
+            TokenDivergenceResult,
+            cross_sampling,
+            token_divergence,
+        )
+
+        base_spec = specs[0]
+        wanted = config.token_pairs or tuple(s.name for s in specs[1:])
+        by_name = {s.name: s for s in specs}
+        missing = [n for n in wanted if n not in by_name or n == base_spec.name]
+        if missing:
+            raise UserError(f"Token pair {missing[0]!r} is not a tuned checkpoint of this audit ({', '.join(by_name)}).")
+        for name in wanted:
+            tuned_spec = by_name[name]
+
+            def load_pair(tuned_spec=tuned_spec):
+                base = load_model(base_spec.source, config.dtype, config.device, name=base_spec.name)
+                tuned = load_model(tuned_spec.source, config.dtype, config.device, name=tuned_spec.name)
+                return base, tuned
+
+            def run_divergence(load_pair=load_pair):
+                base, tuned = load_pair()
+                try:
+                    cfg = TokenDivergenceConfig(
+                        template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
+                    )
+                    return token_divergence(base, tuned, samples, cfg, show_progress=show_progress)
+                finally:
+                    free_model(base), free_model(tuned)
+
+            def run_cross(load_pair=load_pair):
+                base, tuned = load_pair()
+                try:
+                    cfg = CrossSamplingConfig(
+                        template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
+                    )
+                    return cross_sampling(base, tuned, samples, cfg, show_progress=show_progress)
+                finally:
+                    free_model(base), free_model(tuned)
+
+            pair_key = {**common, "pair": [base_spec.name, name], "dtype": config.dtype, "max_new_tokens": config.max_new_tokens}
+            steps.append(AuditStep(f"tokens-{name}", TokenDivergenceResult, pair_key, run_divergence))
+            if config.cross_sampling:
+                steps.append(AuditStep(f"cross-sampling-{name}", CrossSamplingResult, pair_key, run_cross))
+    if "weights" in config.analyses:
+        from rlvr_lens.analyses.weights import WeightsConfig, WeightsResult, weight_forensics
+
+        tuned_dirs = {s.name: s.source for s in specs[1:]}
+        steps.append(
+            AuditStep(
+                "weights",
+                WeightsResult,
+                {"checkpoints": fingerprints, "metrics": config.weights_metrics},
+                lambda: weight_forensics(
+                    specs[0].source, tuned_dirs, WeightsConfig(metrics=config.weights_metrics), show_progress=show_progress
+                ),
+            )
+        )
+    return steps

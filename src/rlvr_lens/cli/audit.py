@@ -1,0 +1,75 @@
+"""``rlvr-lens audit``: every analysis over a series of checkpoints, cached and resumable, one report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rlvr_lens.cli.common import add_data_args, add_model_args, add_runtime_args, check_out_dir, load_data, parse_models
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="run the analyses over base + tuned checkpoints and write one report",
+        description="Run the selected analyses over a base checkpoint and its tuned versions on one data set, "
+        "cache each result (an interrupted audit resumes), and write report.html.",
+    )
+    add_model_args(parser)
+    add_data_args(parser)
+    add_runtime_args(parser)
+    parser.add_argument(
+        "--analyses",
+        default="perplexity,contamination,tokens,weights",
+        help="comma-separated subset of perplexity,contamination,tokens,weights (default: all)",
+    )
+    parser.add_argument("--token-pairs", default=None, help="tuned checkpoints compared token by token with the base (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="response length of the token analysis (default: 128)")
+    parser.add_argument("--answer-tokens", type=int, default=64, help="probe tokens generated after the prompt (default: 64)")
+    parser.add_argument("--no-cross-sampling", action="store_true", help="skip cross-sampling (the slowest step)")
+    parser.add_argument("--weights-metrics", default="all", choices=["all", "cheap"], help="weight metrics (default: all)")
+    parser.set_defaults(func=run)
+
+
+def report_audit(out, specs, data_path, samples, config, *, show_progress: bool, title: str, context: list[str] | None = None) -> int:
+    """Run the audit's steps, print one line per step, write the report; 1 if a step failed."""
+    from rlvr_lens.audit import audit_steps, run_steps
+    from rlvr_lens.report import write_run
+
+    steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)
+
+    def say(step) -> None:
+        detail = f": {step.error}" if step.error else ""
+        print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
+
+    outcome = run_steps(out, steps, on_step=say)
+    lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
+    lines += context or []
+    lines += [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
+    path = write_run(out, outcome.results, title=title, context=lines)
+    print(f"report: {path}")
+    if outcome.failed:
+        print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlvr_lens.audit import AuditConfig
+
+    specs = parse_models(args.models)
+    samples = load_data(args)
+    out = check_out_dir(args.out)
+    config = AuditConfig(
+        analyses=tuple(a.strip() for a in args.analyses.split(",") if a.strip()),
+        template=args.template,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        answer_tokens=args.answer_tokens,
+        max_new_tokens=args.max_new_tokens,
+        token_pairs=tuple(args.token_pairs.split(",")) if args.token_pairs else None,
+        cross_sampling=not args.no_cross_sampling,
+        weights_metrics=args.weights_metrics,
+    )
+    return report_audit(out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit")
