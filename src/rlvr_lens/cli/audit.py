@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlvr_lens.cli.common import add_data_args, add_model_args, add_runtime_args, check_out_dir, load_data, parse_models
+from rlvr_lens.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    check_out_dir,
+    load_data,
+    parse_models,
+)
 
 
 def register(subparsers) -> None:
