@@ -202,13 +202,11 @@ def probe_checkpoint(
     for chunk in progress(chunks, enabled=show_progress, desc=f"probe {name} {fraction:.0%}", unit="batch"):
         inputs = [[*prompts[i].head_ids, *prompts[i].problem_ids[: kept[i]]] for i in chunk]
         remainders = [prompts[i].problem_ids[kept[i] :] for i in chunk]
-        outputs = generate(
-            model,
-            tokenizer,
-            inputs,
-            max_new_tokens=max(len(r) for r in remainders) + answer_tokens,
-            batch_size=len(chunk),
-        )
+        max_new = max(len(r) for r in remainders) + answer_tokens
+        context = getattr(model.config, "max_position_embeddings", None)
+        if context:  # never decode past the model's context window
+            max_new = max(1, min(max_new, context - max(len(x) for x in inputs)))
+        outputs = generate(model, tokenizer, inputs, max_new_tokens=max_new, batch_size=len(chunk))
         for i, remainder, out in zip(chunk, remainders, outputs):
             truth = tokenizer.decode(remainder, skip_special_tokens=True)
             continuation = tokenizer.decode(out.token_ids[: len(remainder)], skip_special_tokens=True)

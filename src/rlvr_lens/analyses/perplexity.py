@@ -395,6 +395,11 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _group_values(result: PerplexityResult, group: str, part: str) -> list[float | None]:
+    verdict = result.verdict if group == "all" else result.group_verdicts[group]
+    return verdict.prompt_ppl if part == "prompt" else verdict.answer_ppl
+
+
 def plot_perplexity(result: PerplexityResult) -> dict:
     """One figure: prompt and answer perplexity per checkpoint, overall and per label group."""
     import matplotlib.pyplot as plt
@@ -405,11 +410,13 @@ def plot_perplexity(result: PerplexityResult) -> dict:
     styles = {"all": ("black", "-"), "leaked": ("tab:red", "--"), "clean": ("tab:blue", "--")}
     for axis, part in zip(axes, ("prompt", "answer")):
         for index, group in enumerate(groups):
-            verdict = result.verdict if group == "all" else result.group_verdicts[group]
-            values = verdict.prompt_ppl if part == "prompt" else verdict.answer_ppl
+            values = _group_values(result, group, part)
             color, line = styles.get(group, (f"C{index + 2}", ":"))
             ys = [float("nan") if v is None else v for v in values]
             axis.plot(x, ys, marker="o", color=color, linestyle=line, label=group)
+        finite = [v for group in groups for v in _group_values(result, group, part) if v]
+        if finite and max(finite) / min(finite) > 20:
+            axis.set_yscale("log")
         axis.set_title(f"{part.capitalize()}-token perplexity")
         axis.set_ylabel("perplexity (exp mean NLL per sample)")
         axis.set_xticks(x, result.checkpoints, rotation=30, ha="right", fontsize=8)
