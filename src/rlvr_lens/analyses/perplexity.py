@@ -32,8 +32,8 @@ Definitions (natural log, nats):
 
 Log-probabilities are computed as ``log_softmax`` of the logits cast to float32, one row
 at a time (never a float32 copy of a whole ``[batch, seq, vocab]`` block), even for
-bf16/fp16 models. Batches are right-padded with an attention mask and explicit position
-ids, so padding never changes a number.
+bf16/fp16 models. Batches are right-padded (in a causal model a real token never attends
+to the padding after it, so padding never changes a number).
 """
 
 from __future__ import annotations
@@ -131,27 +131,35 @@ def token_nll(model, sequences: Sequence[Sequence[int]], *, pad_id: int, padding
     """Per-token negative log-likelihood of each sequence under ``model``, in one forward pass.
 
     Returns, per sequence of length ``n``, a float32 CPU tensor ``[n - 1]`` whose entry
-    ``t - 1`` is ``-log p(ids[t] | ids[:t])`` in nats. The log-softmax runs in float32 on one
-    row's ``[seq, vocab]`` logits at a time, whatever the model's dtype.
+    ``t - 1`` is ``-log p(ids[t] | ids[:t])`` in nats. The log-softmax (as a cross entropy)
+    runs in float32 on one row's ``[seq, vocab]`` logits at a time, whatever the model's dtype.
+    Right padding (the default) needs no attention mask in a causal model; left padding
+    passes the mask and position ids that count real tokens only.
     """
     if any(len(s) < 2 for s in sequences):
         raise ValueError("every sequence needs at least two tokens")
     device = next(model.parameters()).device
     input_ids, mask, positions = pad_batch(sequences, pad_id, padding_side)
-    logits = model(
-        input_ids=input_ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=positions.to(device),
-        use_cache=False,
-    ).logits  # [batch, seq, vocab]
+    if padding_side == "right":
+        # Causal attention: a real token only attends to the real tokens before it, never to the
+        # padding after it, and positions count from 0 anyway, so no mask is needed (and none
+        # keeps attention on its fastest causal path).
+        logits = model(input_ids=input_ids.to(device), use_cache=False).logits  # [batch, seq, vocab]
+    else:
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+        ).logits
     width = input_ids.shape[1]
     out: list[torch.Tensor] = []
     for row, seq in enumerate(sequences):
         start = 0 if padding_side == "right" else width - len(seq)
-        row_logits = logits[row, start : start + len(seq) - 1].float()  # predicts tokens 1..n-1
+        row_logits = logits[row, start : start + len(seq) - 1].float()  # [n - 1, vocab], predicts tokens 1..n-1
         targets = input_ids[row, start + 1 : start + len(seq)].to(row_logits.device)
-        logp = torch.log_softmax(row_logits, dim=-1).gather(-1, targets[:, None])[:, 0]
-        out.append((-logp).cpu())
+        # cross entropy = -log_softmax(logits)[target], computed in float32
+        out.append(torch.nn.functional.cross_entropy(row_logits, targets, reduction="none").cpu())
     return out
 
 
