@@ -12,6 +12,8 @@ from rlvr_lens.analyses.perplexity import PerplexityResult
 from rlvr_lens.cli import main
 from rlvr_lens.models.tiny import build_tokenizer, save_tiny_checkpoint
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 ROWS = [
     {"id": "a", "prompt": "What is 12 + 7 * 3?", "answer": "33", "solution": "7 * 3 = 21, 12 + 21 = 33."},
     {"id": "b", "prompt": "Let x^2 = 16 with x > 0. Find x.", "answer": "4"},

@@ -21,6 +21,8 @@ from rlvr_lens.analyses.perplexity import (
 from rlvr_lens.data import Sample
 from rlvr_lens.models import ModelSeries, ModelSpec, load_model
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TEXTS = [
     "Problem: What is 12 + 7 * 3?\nSolution: 33",
     "x^2 = 16",
