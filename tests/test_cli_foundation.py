@@ -32,6 +32,7 @@ def data(tmp_path):
 
 
 def _run(argv, capsys):
+    capsys.readouterr()  # drop what the fixtures printed (e.g. checkpoint-writing bars)
     status = main(argv)
     captured = capsys.readouterr()
     return status, captured.out, captured.err
@@ -71,10 +72,11 @@ def test_contamination_command(tiny_pair, data, tmp_path, capsys):
 def test_audit_runs_perplexity_and_contamination_and_resumes(tiny_pair, data, tmp_path, capsys):
     out = tmp_path / "audit"
     argv = ["audit", "--analyses", "perplexity,contamination", *_models(*tiny_pair), "--data", str(data)]
-    argv += ["--out", str(out), "--device", "cpu", "--answer-tokens", "2", "--no-progress"]
+    argv += ["--out", str(out), "--device", "cpu", "--answer-tokens", "2", "--fractions", "0.3,0.7", "--no-progress"]
     status, _, err = _run(argv, capsys)
     assert status == 0, err
-    assert (out / "perplexity.json").exists() and (out / "contamination.json").exists()
+    assert (out / "perplexity.json").exists()
+    assert ContaminationResult.load(out / "contamination.json").fractions == [0.3, 0.7]
     assert err.count("computed") == 2
     status, _, err = _run(argv, capsys)  # the second run comes from the cache
     assert status == 0 and err.count("cached") == 2
@@ -87,11 +89,11 @@ def _assert_user_error(status, err, out):
     assert _no_results(out)
 
 
-@pytest.mark.parametrize("command", ["perplexity", "contamination"])
+@pytest.mark.parametrize("command", [["perplexity"], ["contamination"], ["audit", "--analyses", "perplexity,contamination"]])
 def test_mismatched_hidden_size_exits_2(command, tiny_pair, data, tmp_path, capsys, tokenizer):
     wide = save_tiny_checkpoint(tmp_path / "wide", "qwen2", tokenizer=tokenizer, hidden_size=96)
     out = tmp_path / "out"
-    status, _, err = _run([command, *_models(tiny_pair[0], wide), "--data", str(data), "--out", str(out)], capsys)
+    status, _, err = _run([*command, *_models(tiny_pair[0], wide), "--data", str(data), "--out", str(out)], capsys)
     _assert_user_error(status, err, out)
     assert "hidden_size 96 vs 64" in err
 

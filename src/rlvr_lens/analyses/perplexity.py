@@ -464,8 +464,15 @@ def section_perplexity(result: PerplexityResult, figures: dict[str, Path]) -> Se
             if result.leading_specials
             else "the tokenizer adds no BOS token, so the first prompt token (which has no context) is not scored. "
         )
-        + f"<b>Answer perplexity</b> scores the reference text given the whole prompt: the worked solution for "
-        f"{n_solution} of the {n} samples, the final answer for the others. A checkpoint's perplexity is exp of the "
+        + "<b>Answer perplexity</b> scores the reference text given the whole prompt: "
+        + (
+            "the worked solution of every sample. "
+            if n_solution == n
+            else "the final answer of every sample (none has a worked solution). "
+            if n_solution == 0
+            else f"the worked solution for {n_solution} of the {n} samples, the final answer for the others. "
+        )
+        + "A checkpoint's perplexity is exp of the "
         "mean over samples of the per-sample mean negative log-likelihood (nats per token), so every sample weighs "
         "the same. Log-probabilities are computed in float32 even for bf16 models.",
         f"Monotonic along the series: answer perplexity {'yes' if v.answer_monotonic else 'no'}, "
