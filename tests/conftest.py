@@ -118,7 +118,7 @@ def memorizing_pair(tmp_path_factory, tokenizer):
     model = build_tiny_model("qwen2", seed=0, vocab_size=len(tokenizer))
     model.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
-    # train with the tokenizer as transformers loads it back (its Qwen2 class splits digits one by one)
+    # train with the tokenizer exactly as it loads back from the checkpoint
     tokenizer = load_tokenizer(str(root / "base"))
     model, loss = train_to_memorize(model, tokenizer, [memorized_text(p, a) for p, a in MEMORIZED])
     assert loss < 0.05, loss
