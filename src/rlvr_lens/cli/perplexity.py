@@ -41,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
     ]
     report = write_run(out, [result], title="rlvr-lens: perplexity paradox", context=context)
     v = result.verdict
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     print(
-        f"paradox: {'yes' if v.paradox else 'no'} (answer ppl {v.answer_ppl[0]:.3f} -> {v.answer_ppl[-1]:.3f}, "
-        f"prompt ppl {v.prompt_ppl[0]:.3f} -> {v.prompt_ppl[-1]:.3f}); wrote {out / 'perplexity.json'} and {report}"
+        f"paradox: {'yes' if v.paradox else 'no'} (answer ppl {fmt(v.answer_ppl[0])} -> {fmt(v.answer_ppl[-1])}, "
+        f"prompt ppl {fmt(v.prompt_ppl[0])} -> {fmt(v.prompt_ppl[-1])}); wrote {out / 'perplexity.json'} and {report}"
     )
     return 0
