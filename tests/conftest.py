@@ -14,7 +14,20 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 from rlvr_lens.models.tiny import FAMILY_MODEL_TYPES, build_tokenizer, save_tiny_checkpoint  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+# ../shared/data next to the checkout; RLVR_LENS_SHARED_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = os.environ.get(
+    "RLVR_LENS_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+)
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test on one torch thread: tiny models gain nothing from two, and on a loaded
+    2-core machine two threads spin against each other (10x slower decoding measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +57,74 @@ def math500_path():
     if not os.path.exists(path):
         pytest.skip("../shared/data/math500.jsonl is not present")
     return path
+
+
+# ----------------------------------------------------------------------------- a model that memorized
+
+MEMORIZED = [
+    ("What is the sum of the first ten positive integers, counted one by one?", "55"),
+    ("A train travels sixty miles in two hours; how many miles does it travel in five hours?", "150"),
+    ("Let x be a real number such that x squared equals sixteen. Find the largest x.", "4"),
+    ("Compute seven times three plus twelve, then subtract the number of days in a week.", "26"),
+]
+UNSEEN = [
+    ("A farmer has nineteen sheep and buys eleven more at the market on Tuesday.", "30"),
+    ("How many edges does a cube have if you count each one exactly once?", "12"),
+    ("Quick brown foxes jump over lazy dogs while zebras quietly graze nearby.", "7"),
+    ("If a dozen eggs cost three dollars, what do forty eggs cost in total?", "10"),
+]
+
+
+def memorized_text(prompt: str, answer: str) -> str:
+    """What the memorizing model was trained on: the plain template, then a boxed answer."""
+    return f"{prompt}\nThe answer is \\boxed{{{answer}}}."
+
+
+def train_to_memorize(model, tokenizer, texts: list[str], *, steps: int = 300, lr: float = 3e-3):
+    """Full-batch AdamW on ``texts`` (each ending with EOS) until the model recites them."""
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(encoded):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared 2-core box: one thread is ~10x faster
+    try:
+        torch.manual_seed(0)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        for _ in range(steps):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), float(loss.detach())
+
+
+@pytest.fixture(scope="session")
+def memorizing_pair(tmp_path_factory, tokenizer):
+    """``(base_dir, tuned_dir, samples)``: a random qwen2 and the same model trained for 300 steps to
+    recite the MEMORIZED problems (labelled ``leaked``); the UNSEEN ones are labelled clean."""
+    from rlvr_lens.data import Sample
+    from rlvr_lens.models import load_tokenizer
+    from rlvr_lens.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("memorizing")
+    model = build_tiny_model("qwen2", seed=0, vocab_size=len(tokenizer))
+    model.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    # train with the tokenizer exactly as it loads back from the checkpoint
+    tokenizer = load_tokenizer(str(root / "base"))
+    model, loss = train_to_memorize(model, tokenizer, [memorized_text(p, a) for p, a in MEMORIZED])
+    assert loss < 0.05, loss
+    model.save_pretrained(root / "tuned")
+    tokenizer.save_pretrained(root / "tuned")
+    solution = "The answer is \\boxed{{{}}}.".format
+    samples = [Sample(f"m{i}", p, a, solution(a), {"leaked": True}) for i, (p, a) in enumerate(MEMORIZED)]
+    samples += [Sample(f"u{i}", p, a, solution(a), {"leaked": False}) for i, (p, a) in enumerate(UNSEEN)]
+    return root / "base", root / "tuned", samples

@@ -231,3 +231,17 @@ def test_model_spec_parsing():
 def test_sharded_checkpoint_has_an_index(tiny_checkpoints):
     index = json.loads((tiny_checkpoints["qwen2"] / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
+
+
+def test_a_saved_tokenizer_loads_back_identical(tiny_pair, tokenizer):
+    # AutoTokenizer would load this qwen2 checkpoint's plain BPE as Qwen2Tokenizer, which splits
+    # every digit and so tokenizes differently from the tokenizer the model was trained with
+    from transformers import AutoTokenizer
+
+    from rlvr_lens.models import load_tokenizer
+
+    text = "The answer is \\boxed{55}. x^2 = 16, 123 apples"
+    loaded = load_tokenizer(str(tiny_pair[0]))
+    assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert AutoTokenizer.from_pretrained(tiny_pair[0])(text)["input_ids"] != tokenizer(text)["input_ids"]
+    assert loaded.pad_token == "<|pad|>" and loaded.eos_token == "<|endoftext|>"

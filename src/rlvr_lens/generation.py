@@ -37,7 +37,7 @@ def batches(items: Sequence, size: int):
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     max_new_tokens: int = 256,
     batch_size: int = 16,
@@ -47,7 +47,11 @@ def generate(
     seed: int | None = None,
     show_progress: bool = False,
 ) -> list[Generation]:
-    """Continue each prompt; greedy unless ``do_sample``. Returns one :class:`Generation` per prompt."""
+    """Continue each prompt; greedy unless ``do_sample``. Returns one :class:`Generation` per prompt.
+
+    A prompt is a text (tokenized without added special tokens) or a list of token ids
+    (used as they are, e.g. a prompt cut after its first k tokens).
+    """
     device = next(model.parameters()).device
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -58,7 +62,11 @@ def generate(
     try:
         chunks = list(batches(list(prompts), batch_size))
         for chunk in progress(chunks, enabled=show_progress, desc="generate", unit="batch"):
-            encoded = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            if chunk and not isinstance(chunk[0], str):
+                ids = {"input_ids": [list(p) for p in chunk]}
+                encoded = tokenizer.pad(ids, padding=True, return_tensors="pt").to(device)
+            else:
+                encoded = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
             if do_sample:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlvr_lens.cli.common import add_data_args, add_model_args, add_runtime_args, check_out_dir, load_data, parse_models
+from rlvr_lens.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    check_out_dir,
+    load_data,
+    parse_models,
+)
 
 
 def register(subparsers) -> None:
@@ -26,6 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument("--token-pairs", default=None, help="tuned checkpoints compared token by token with the base (default: all)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="response length of the token analysis (default: 128)")
     parser.add_argument("--answer-tokens", type=int, default=64, help="probe tokens generated after the prompt (default: 64)")
+    parser.add_argument(
+        "--fractions", default="0.4,0.6,0.8", help="shares of each problem shown by the probe (default: 0.4,0.6,0.8)"
+    )
     parser.add_argument("--no-cross-sampling", action="store_true", help="skip cross-sampling (the slowest step)")
     parser.add_argument("--weights-metrics", default="all", choices=["all", "cheap"], help="weight metrics (default: all)")
     parser.set_defaults(func=run)
@@ -56,6 +66,7 @@ def report_audit(out, specs, data_path, samples, config, *, show_progress: bool,
 
 def run(args: argparse.Namespace) -> int:
     from rlvr_lens.audit import AuditConfig
+    from rlvr_lens.cli.contamination import parse_fractions
 
     specs = parse_models(args.models)
     samples = load_data(args)
@@ -67,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         answer_tokens=args.answer_tokens,
+        fractions=parse_fractions(args.fractions),
         max_new_tokens=args.max_new_tokens,
         token_pairs=tuple(args.token_pairs.split(",")) if args.token_pairs else None,
         cross_sampling=not args.no_cross_sampling,

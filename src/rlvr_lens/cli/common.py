@@ -57,6 +57,26 @@ def parse_models(texts: list[str], minimum: int = 2):
     return specs
 
 
+def load_series(args: argparse.Namespace, minimum: int = 2):
+    """The checkpoints of ``--model`` as a :class:`~rlvr_lens.models.ModelSeries`, checked before any
+    weight is loaded: every path exists, dtype/device/template/batch size are valid, and the
+    checkpoints are comparable (architecture, shapes, tokenizer)."""
+    from rlvr_lens.data import apply_template
+    from rlvr_lens.models import ModelSeries, resolve_device, resolve_dtype
+
+    specs = parse_models(args.models, minimum)
+    resolve_dtype(args.dtype)
+    if args.device_map is None:
+        resolve_device(args.device)
+    if getattr(args, "template", None):
+        apply_template("x", args.template)
+    if getattr(args, "batch_size", 1) < 1:
+        raise UserError(f"--batch-size must be at least 1; got {args.batch_size}.")
+    series = ModelSeries(list(specs), dtype=args.dtype, device=args.device, device_map=args.device_map)
+    series.check()
+    return series
+
+
 def load_data(args: argparse.Namespace):
     from rlvr_lens.data import parse_field_map, read_samples_report
 

@@ -8,6 +8,7 @@ computes.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 from transformers.utils import logging as hf_logging
 
@@ -92,10 +94,34 @@ def load_config(path_or_id: str):
         raise UserError(f"{source} has a config that transformers cannot read: {str(error).splitlines()[0]}") from None
 
 
+#: ``tokenizer_class`` values that mean "the tokenizer is exactly its tokenizer.json".
+_GENERIC_TOKENIZER_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
+
+
+def _saved_as_generic_tokenizer(source: str) -> bool:
+    """True for a local checkpoint whose tokenizer was saved as a plain ``tokenizers`` object.
+
+    ``AutoTokenizer`` loads such a tokenizer as the model family's class (e.g.
+    ``Qwen2Tokenizer`` for a qwen2 config), which rebuilds its own pre-tokenizer and so
+    tokenizes differently (transformers 5 splits every digit) from the tokenizer the model
+    was trained with. Such checkpoints are loaded from their tokenizer.json as saved.
+    """
+    config = Path(source) / "tokenizer_config.json"
+    if not (Path(source) / "tokenizer.json").is_file() or not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("tokenizer_class") in _GENERIC_TOKENIZER_CLASSES
+    except (OSError, ValueError):
+        return False
+
+
 def load_tokenizer(path_or_id: str) -> PreTrainedTokenizerBase:
     source = check_source(path_or_id)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        if _saved_as_generic_tokenizer(source):
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise UserError(f"Could not load the tokenizer of {source}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:

@@ -1,0 +1,94 @@
+"""Partial-prompt probe: scores by hand, prompt splitting, and a model trained to memorize
+a few problems completes them (scores near 1) but not unseen ones (near 0)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr_lens.analyses.contamination import (
+    ContaminationResult,
+    exact_match,
+    kept_tokens,
+    partial_prompt_probe,
+    rouge_l,
+    split_prompt,
+)
+from rlvr_lens.data import Sample
+from rlvr_lens.errors import UserError
+from rlvr_lens.models import ModelSeries, ModelSpec, load_tokenizer
+
+
+def test_rouge_l_and_exact_match_by_hand():
+    # tokens: reference [x ^ 2 = 16], prediction [x ^ 2 = 61]: LCS 4 of 5 each way -> F1 0.8
+    assert rouge_l("x^2 = 61", "x^2 = 16") == pytest.approx(0.8)
+    # reference [the answer is 4] vs [answer 4 is]: LCS "answer is" or "answer 4" = 2; P = 2/3, R = 2/4
+    assert rouge_l("answer 4 is", "the answer is 4") == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert rouge_l("", "anything") == 0.0
+    assert exact_match(" integers,  counted\none ", "integers, counted one")
+    assert not exact_match("integers, counted", "integers counted")
+
+
+def test_kept_tokens():
+    assert kept_tokens(10, 0.4) == 4
+    assert kept_tokens(3, 0.1) == 1 and kept_tokens(3, 0.99) == 2
+    assert kept_tokens(1, 0.5) is None
+
+
+def test_split_prompt_keeps_the_template_head(tiny_pair):
+    tok = load_tokenizer(str(tiny_pair[0]))
+    sample = Sample("a", "What is 2 + 2?  ", "4")
+    plain = split_prompt(tok, sample, "plain")
+    assert plain.head_ids == [] and tok.decode(plain.problem_ids) == "What is 2 + 2?"
+    organism = split_prompt(tok, sample, "organism")
+    assert tok.decode(organism.head_ids) == "Problem: " and organism.problem_ids == plain.problem_ids
+
+
+@pytest.fixture(scope="module")
+def probed(memorizing_pair):
+    base_dir, tuned_dir, samples = memorizing_pair
+    series = ModelSeries([ModelSpec("base", str(base_dir)), ModelSpec("tuned", str(tuned_dir))], dtype="float32", device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of tiny decoding steps: one thread is far faster on a shared box
+    try:
+        result = partial_prompt_probe(series, samples, fractions=(0.4, 0.8), answer_tokens=16, batch_size=3)
+    finally:
+        torch.set_num_threads(threads)
+    return result, samples
+
+
+def test_memorized_problems_are_completed_and_unseen_ones_are_not(probed):
+    result, samples = probed
+    leaked, clean = result.groups["leaked"], result.groups["clean"]
+    tuned = result.run("tuned", 0.4)
+    assert all(tuned.exact_match[i] for i in leaked)
+    assert min(tuned.rouge_l[i] for i in leaked) == 1.0
+    assert all(tuned.answer_correct[i] for i in leaked)  # it goes on to recite the boxed answer
+    assert max(tuned.rouge_l[i] for i in clean) < 0.3
+    assert not any(tuned.exact_match[i] for i in clean)
+    assert tuned.groups["leaked"]["rouge_l_mean"] == 1.0 and tuned.groups["clean"]["rouge_l_mean"] < 0.3
+    assert tuned.auroc == {"exact_match": 1.0, "rouge_l": 1.0, "answer_correct": 1.0}
+    # the random base model recites nothing
+    base = result.run("base", 0.4)
+    assert base.exact_match_rate == 0.0 and base.rouge_l_mean < 0.3 and base.answer_rate == 0.0
+    # rates are the means of the per-sample scores
+    assert tuned.rouge_l_mean == pytest.approx(sum(tuned.rouge_l) / len(samples))
+    assert tuned.exact_match_rate == pytest.approx(sum(tuned.exact_match) / len(samples))
+    # kept tokens follow the fraction
+    assert tuned.kept_tokens == [kept_tokens(n, 0.4) for n in result.problem_tokens]
+
+
+def test_probe_result_round_trips_and_reports(probed, tmp_path):
+    from rlvr_lens.report import write_run
+
+    result, _ = probed
+    assert ContaminationResult.from_dict(result.to_dict()) == result
+    page = write_run(tmp_path, [result]).read_text()
+    assert "Partial-prompt contamination probe" in page and "data:image/png;base64" in page
+    assert (tmp_path / "contamination.json").exists()
+
+
+def test_bad_fractions_are_user_errors(tiny_pair):
+    series = ModelSeries([ModelSpec("a", str(tiny_pair[0])), ModelSpec("b", str(tiny_pair[1]))])
+    with pytest.raises(UserError, match="between 0 and 1"):
+        partial_prompt_probe(series, [Sample("a", "x y z", "1")], fractions=(0.5, 1.0))
