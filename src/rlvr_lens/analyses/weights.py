@@ -366,7 +366,9 @@ def _rank_structure(eig_update: torch.Tensor, ranks: tuple[int, ...]) -> dict:
     if total <= 0:
         return {"update_spectral_norm": 0.0, "stable_rank": None, "effective_rank": None, "rank_errors": None}
     s = np.sqrt(lam)
-    p = s[s > 0] / s.sum()
+    # eigenvalues of a float64 Gram matrix below ~n * eps * lambda_1 are rounding noise, not rank
+    s_kept = s[lam > lam[0] * len(lam) * 10 * np.finfo(np.float64).eps]
+    p = s_kept / s_kept.sum()
     tails = {str(r): float(math.sqrt(max(0.0, lam[r:].sum()) / total)) for r in ranks}
     return {
         "update_spectral_norm": float(s[0]),
@@ -405,6 +407,8 @@ def _analyse_tensor(
     inter = dict.fromkeys(pairs, 0)
     dots = dict.fromkeys(pairs, 0.0)
     gate = [dtypes[0] != torch.bfloat16 or dt != torch.bfloat16 for dt in dtypes[1:]]
+    # float32 unless a checkpoint stores float64 (then nothing is lost by comparing in float64)
+    cheap_dtype = torch.float64 if torch.float64 in dtypes else torch.float32
     gram_base = torch.zeros(n, n, dtype=wdt, device=device) if spectral else None
     gram_tuned = [torch.zeros(n, n, dtype=wdt, device=device) for _ in runs] if spectral else []
     gram_update = [torch.zeros(n, n, dtype=torch.float64, device=device) for _ in runs] if spectral else []
@@ -414,13 +418,13 @@ def _analyse_tensor(
     for chunk in _tall_chunks(readers, name, shape, chunk_rows):
         bytes_read += sum(c.numel() * c.element_size() for c in chunk)
         base = chunk[0]
-        base_f = base.to(device=device, dtype=torch.float32)
+        base_f = base.to(device=device, dtype=cheap_dtype)
         base_w = base_f.to(wdt) if spectral else None
         masks = []
         deltas = []
         for i, tuned in enumerate(chunk[1:]):
             acc = cheap[i]
-            tuned_f = tuned.to(device=device, dtype=torch.float32)
+            tuned_f = tuned.to(device=device, dtype=cheap_dtype)
             same = (base == tuned).to(device) if base.dtype == tuned.dtype else (base_f == tuned_f)
             delta = tuned_f - base_f
             acc.n += base.numel()
