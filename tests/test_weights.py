@@ -282,6 +282,16 @@ def test_layouts_and_stored_dtypes_give_the_same_result(tmp_path):
     _assert_close(dicts[0], dicts[1])
     _assert_close(dicts[0], dicts[2])
     assert [r.sparsity for r in results[0].matrices] == [r.sparsity for r in results[2].matrices]
+    # the positioned-read tensor reader returns exactly what safetensors itself loads
+    from safetensors.torch import load_file
+
+    from rlvr_lens.models.checkpoint_files import CheckpointTensors
+
+    reference = load_file(str(tmp_path / "sharded" / "rl" / "model-00001-of-00002.safetensors"))
+    with CheckpointTensors.open(tmp_path / "sharded" / "rl") as reader:
+        for name, tensor in reference.items():
+            assert torch.equal(reader.tensor(name), tensor)
+            assert torch.equal(reader.rows(name, 1, 3), tensor[1:3])
     # chunking does not change the answer beyond rounding
     whole = weight_forensics(tmp_path / "single" / "base", {"rl": tmp_path / "single" / "rl"}, WeightsConfig(k_fraction=0.1, k_fixed=K))
     for a, b in zip(whole.matrices, results[0].matrices):

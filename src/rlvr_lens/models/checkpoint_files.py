@@ -7,8 +7,12 @@ Supported layouts of a Hugging Face checkpoint directory:
 - ``pytorch_model.bin.index.json`` + shards, or one ``pytorch_model.bin`` (memory-mapped
   with ``torch.load(mmap=True, weights_only=True)``, so unread tensors stay on disk).
 
-Safetensors row slices (``rows(name, start, stop)``) read only those rows from disk, which is
-what lets weight forensics stream a 152k x 3584 embedding without holding it.
+Safetensors tensors are read with plain positioned file reads of the byte range the header
+names (the format is a JSON header followed by raw little-endian arrays), not through a memory
+map: a row slice (``rows(name, start, stop)``) reads only those rows, and nothing of a file
+stays mapped into the process, so resident memory is what the caller holds (a memory map
+would count every page touched as resident while the file is open). This is what lets weight
+forensics stream a 152k x 3584 embedding without holding it.
 
 ``lm_head.weight`` is absent from checkpoints whose config ties it to the input
 embedding (``tie_word_embeddings``); :class:`CheckpointTensors` then reports it as an
@@ -18,6 +22,7 @@ embedding (``tie_word_embeddings``); :class:`CheckpointTensors` then reports it 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +37,13 @@ _BIN_INDEX = "pytorch_model.bin.index.json"
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where one tensor lives and what it is: ``file`` (absolute path), ``dtype``, ``shape``."""
+    """Where one tensor lives and what it is: ``file`` (absolute path), ``dtype``, ``shape``, and
+    for safetensors the absolute byte ``offset`` of its data in the file."""
 
     file: str
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offset: int | None = None
 
 
 _SAFE_DTYPES = {
@@ -53,15 +60,18 @@ _SAFE_DTYPES = {
 }
 
 
-def _safetensors_header(path: Path) -> dict:
-    """The JSON header of a ``.safetensors`` file (names, dtypes, shapes), read without the data."""
+def _safetensors_header(path: Path) -> tuple[int, dict]:
+    """Size and content of the JSON header of a ``.safetensors`` file (names, dtypes, shapes, byte offsets)."""
     with path.open("rb") as handle:
         size = int.from_bytes(handle.read(8), "little")
         if size <= 0 or size > 100_000_000:
             raise UserError(f"{path} is not a readable safetensors file.")
-        header = json.loads(handle.read(size))
+        try:
+            header = json.loads(handle.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path} is not a readable safetensors file.") from None
     header.pop("__metadata__", None)
-    return header
+    return size, header
 
 
 @dataclass
@@ -116,6 +126,9 @@ class CheckpointTensors:
         self.close()
 
     def close(self) -> None:
+        for handle in self._handles.values():
+            if hasattr(handle, "close"):
+                handle.close()
         self._handles.clear()
 
     # ------------------------------------------------------------------ reading
@@ -130,9 +143,7 @@ class CheckpointTensors:
     def _handle(self, file: str):
         if file not in self._handles:
             if file.endswith(".safetensors"):
-                from safetensors import safe_open
-
-                self._handles[file] = safe_open(file, framework="pt", device="cpu")
+                self._handles[file] = open(file, "rb", buffering=0)  # noqa: SIM115 (closed in close())
             else:
                 try:
                     self._handles[file] = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
@@ -142,21 +153,33 @@ class CheckpointTensors:
 
     def tensor(self, name: str) -> torch.Tensor:
         """The whole tensor ``name`` in its stored dtype, on the CPU."""
-        stored = self.tied_aliases.get(name, name)
-        info = self.infos[stored]
-        handle = self._handle(info.file)
-        if info.file.endswith(".safetensors"):
-            return handle.get_tensor(stored)
-        return handle[stored]
+        info = self.info(name)
+        if info.offset is not None:
+            return self._read(info, 0, info.shape[0] if info.shape else 1).reshape(info.shape)
+        return self._handle(info.file)[self.tied_aliases.get(name, name)]
 
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of tensor ``name`` (first dimension), reading only those rows."""
-        stored = self.tied_aliases.get(name, name)
-        info = self.infos[stored]
+        info = self.info(name)
+        if info.offset is not None:
+            return self._read(info, start, stop)
+        return self._handle(info.file)[self.tied_aliases.get(name, name)][start:stop]
+
+    def _read(self, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of a safetensors tensor, read from disk into a fresh tensor."""
+        row_shape = info.shape[1:]
+        itemsize = torch.empty((), dtype=info.dtype).element_size()
+        row_bytes = math.prod(row_shape) * itemsize
+        buffer = torch.empty((stop - start) * row_bytes, dtype=torch.uint8)
+        view = memoryview(buffer.numpy())
         handle = self._handle(info.file)
-        if info.file.endswith(".safetensors"):
-            return handle.get_slice(stored)[start:stop]
-        return handle[stored][start:stop]
+        position, done = info.offset + start * row_bytes, 0
+        while done < len(view):
+            count = os.preadv(handle.fileno(), [view[done:]], position + done)
+            if count <= 0:
+                raise UserError(f"{info.file} is truncated: a tensor's data ends beyond the end of the file.")
+            done += count
+        return buffer.view(info.dtype).reshape(stop - start, *row_shape)
 
 
 def _index_safetensors(directory: Path) -> dict[str, TensorInfo] | None:
@@ -174,11 +197,13 @@ def _index_safetensors(directory: Path) -> dict[str, TensorInfo] | None:
     infos: dict[str, TensorInfo] = {}
     for name in files:
         path = directory / name
-        for tensor, meta in _safetensors_header(path).items():
+        header_size, header = _safetensors_header(path)
+        for tensor, meta in header.items():
             dtype = _SAFE_DTYPES.get(meta["dtype"])
             if dtype is None:
                 raise UserError(f"{path} stores {tensor} as {meta['dtype']}, which rlvr-lens cannot compare.")
-            infos[tensor] = TensorInfo(str(path.resolve()), dtype, tuple(meta["shape"]))
+            offset = 8 + header_size + int(meta["data_offsets"][0])
+            infos[tensor] = TensorInfo(str(path.resolve()), dtype, tuple(meta["shape"]), offset)
     return infos
 
 
