@@ -298,25 +298,113 @@ def _exact_matmuls() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous[1])
 
 
-def _tall_chunks(readers: list[CheckpointTensors], name: str, shape: tuple[int, ...], chunk_rows: int):
-    """Row chunks of the tall orientation ``A`` (``m >= n``) of tensor ``name``, one per reader.
+class _Buffers:
+    """Reusable flat buffers by key: chunks are read and converted into memory that stays paged in."""
 
-    Tall matrices (embeddings, MLP up/gate) are read row slice by row slice from disk; wide
-    ones (``down``, GQA ``k``/``v``) are read whole, transposed, and cut in row chunks.
-    1-D tensors are one ``[len, 1]`` column.
+    def __init__(self) -> None:
+        self._store: dict[str, torch.Tensor] = {}
+
+    def get(self, key: str, numel: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+        buffer = self._store.get(key)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or buffer.device != torch.device(device):
+            buffer = self._store[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buffer[:numel]
+
+
+def _chunks(
+    readers: list[CheckpointTensors], name: str, shape: tuple[int, ...], chunk_rows: int, *, tall: bool, buffers: _Buffers
+) -> Iterator[list[torch.Tensor]]:
+    """Row chunks of tensor ``name``, one tensor per reader, in the stored dtype on the CPU.
+
+    ``tall=False``: chunks of the stored rows (2-D ``[rows, cols]`` view), read from disk slice
+    by slice; the next chunk is read in a background thread while the caller works on this one.
+    ``tall=True``: chunks of the tall orientation ``A`` (``m >= n``): tall matrices as above,
+    wide ones (``down``, GQA ``k``/``v``) read whole, transposed and cut. 1-D tensors are one
+    ``[len, 1]`` column either way.
     """
-    if len(shape) == 1:
+    if len(shape) <= 1:
         yield [r.tensor(name).reshape(-1, 1) for r in readers]
         return
     rows, cols = shape[0], math.prod(shape[1:])
-    if rows >= cols:
-        for start in range(0, rows, chunk_rows):
-            stop = min(rows, start + chunk_rows)
-            yield [r.rows(name, start, stop).reshape(stop - start, cols) for r in readers]
-    else:
+    if tall and rows < cols:
         whole = [r.tensor(name).reshape(rows, cols).T for r in readers]
         for start in range(0, cols, chunk_rows):
             yield [w[start : start + chunk_rows].contiguous() for w in whole]
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = list(range(0, rows, chunk_rows))
+    itemsizes = [torch.empty((), dtype=r.info(name).dtype).element_size() for r in readers]
+
+    def read(index: int) -> list[torch.Tensor]:
+        start = starts[index]
+        stop = min(rows, start + chunk_rows)
+        out = []
+        for i, reader in enumerate(readers):
+            buffer = buffers.get(f"read{index % 2}-{i}", chunk_rows * cols * itemsizes[i], torch.uint8)
+            out.append(reader.rows(name, start, stop, out=buffer).reshape(stop - start, cols))
+        return out
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, 0)
+        for index in range(len(starts)):
+            chunk = pending.result()
+            if index + 1 < len(starts):
+                pending = pool.submit(read, index + 1)  # the other buffer slot
+            yield chunk
+
+
+#: Elements per elementwise block on the CPU: small enough that a block's float32 copies stay in cache.
+_CPU_BLOCK = 1 << 18
+
+
+def _cheap_sums(chunk, cheap, pairs, inter, dots, gate, dtype, tol, device, buffers, block) -> None:
+    """Add one chunk's counts and sums of squares to ``cheap`` (per run) and ``inter``/``dots`` (per pair).
+
+    Works through the chunk in blocks of ``block`` elements (``None``: the whole chunk, on a GPU)
+    with reusable buffers. Equality is numeric equality of the values upcast to ``dtype``
+    (exact for every stored float dtype, so it is equality in the stored dtype; ``+0 == -0``).
+    """
+    flat = [c.reshape(-1) for c in chunk]
+    total = flat[0].numel()
+    step = total if block is None else min(block, total)
+    runs = len(flat) - 1
+    for start in range(0, total, step):
+        stop = min(total, start + step)
+        k = stop - start
+        base_f = buffers.get("base", step, dtype, device)[:k]
+        base_f.copy_(flat[0][start:stop])
+        base_sq = float(torch.dot(base_f, base_f))
+        same, delta = [], []
+        for i in range(runs):
+            acc = cheap[i]
+            tuned_f = buffers.get(f"tuned{i}", step, dtype, device)[:k]
+            tuned_f.copy_(flat[i + 1][start:stop])
+            eq = torch.eq(base_f, tuned_f, out=buffers.get(f"same{i}", step, torch.bool, device)[:k])
+            d = torch.sub(tuned_f, base_f, out=buffers.get(f"delta{i}", step, dtype, device)[:k])
+            equal = int(torch.count_nonzero(eq))
+            acc.n += k
+            acc.equal += equal
+            acc.base_sq += base_sq
+            acc.update_sq += float(torch.dot(d, d))
+            if gate[i]:
+                # equal values stay equal in bf16, so the vanished updates are (bf16-equal) - (equal)
+                b16 = buffers.get("base16", step, torch.bfloat16, device)[:k]
+                t16 = buffers.get("tuned16", step, torch.bfloat16, device)[:k]
+                b16.copy_(base_f), t16.copy_(tuned_f)
+                eq16 = torch.eq(b16, t16, out=buffers.get("eq16", step, torch.bool, device)[:k])
+                acc.changed_f32 += k - equal
+                acc.vanish_bf16 += int(torch.count_nonzero(eq16)) - equal
+            same.append(eq)
+            delta.append(d)
+        for a, b in pairs:
+            either = torch.logical_or(same[a], same[b], out=buffers.get("either", step, torch.bool, device)[:k])
+            inter[(a, b)] += k - int(torch.count_nonzero(either))  # changed in both
+            dots[(a, b)] += float(torch.dot(delta[a], delta[b]))
+        for i in range(runs):
+            magnitude = torch.abs(delta[i], out=buffers.get("abs", step, dtype, device)[:k])
+            small = torch.le(magnitude, tol, out=buffers.get("small", step, torch.bool, device)[:k])
+            cheap[i].within_tol += int(torch.count_nonzero(small))
 
 
 @dataclass
@@ -330,11 +418,6 @@ class _Cheap:
     vanish_bf16: int = 0
     base_sq: float = 0.0
     update_sq: float = 0.0
-
-
-def _dot(x: torch.Tensor) -> float:
-    flat = x.reshape(-1)
-    return float(torch.dot(flat, flat))
 
 
 def _eigh_desc(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,43 +498,21 @@ def _analyse_tensor(
     bytes_read = 0
 
     # pass 1: cheap sums and Gram matrices
-    for chunk in _tall_chunks(readers, name, shape, chunk_rows):
+    buffers = _Buffers()
+    block = None if device.type == "cuda" else _CPU_BLOCK
+    for chunk in _chunks(readers, name, shape, chunk_rows, tall=spectral, buffers=buffers):
         bytes_read += sum(c.numel() * c.element_size() for c in chunk)
-        base = chunk[0]
-        base_f = base.to(device=device, dtype=cheap_dtype)
-        base_w = base_f.to(wdt) if spectral else None
-        masks = []
-        deltas = []
-        for i, tuned in enumerate(chunk[1:]):
-            acc = cheap[i]
-            tuned_f = tuned.to(device=device, dtype=cheap_dtype)
-            same = (base == tuned).to(device) if base.dtype == tuned.dtype else (base_f == tuned_f)
-            delta = tuned_f - base_f
-            acc.n += base.numel()
-            acc.equal += int(torch.count_nonzero(same))
-            acc.within_tol += int(torch.count_nonzero(delta.abs() <= config.tol))
-            acc.update_sq += _dot(delta)
-            if gate[i]:
-                changed = delta != 0
-                acc.changed_f32 += int(torch.count_nonzero(changed))
-                vanish = changed & (base_f.to(torch.bfloat16) == tuned_f.to(torch.bfloat16))
-                acc.vanish_bf16 += int(torch.count_nonzero(vanish))
-            if pairs:
-                masks.append(~same)
-                deltas.append(delta)
-            if spectral:
-                tuned_w = tuned_f.to(wdt)
-                gram_tuned[i].addmm_(tuned_w.T, tuned_w)
-                upd = tuned.to(device=device, dtype=torch.float64) - base.to(device=device, dtype=torch.float64)
-                gram_update[i].addmm_(upd.T, upd)
-        base_sq = _dot(base_f)
-        for acc in cheap:
-            acc.base_sq += base_sq
-        for a, b in pairs:
-            inter[(a, b)] += int(torch.count_nonzero(masks[a] & masks[b]))
-            dots[(a, b)] += float(torch.dot(deltas[a].reshape(-1).double(), deltas[b].reshape(-1).double()))
+        _cheap_sums(chunk, cheap, pairs, inter, dots, gate, cheap_dtype, config.tol, device, buffers, block)
         if spectral:
+            base_w = chunk[0].to(device=device, dtype=wdt)
             gram_base.addmm_(base_w.T, base_w)
+            base64 = chunk[0].to(device=device, dtype=torch.float64)
+            for i, tuned in enumerate(chunk[1:]):
+                tuned_w = tuned.to(device=device, dtype=wdt)
+                gram_tuned[i].addmm_(tuned_w.T, tuned_w)
+                upd = tuned.to(device=device, dtype=torch.float64) - base64
+                gram_update[i].addmm_(upd.T, upd)
+            del base_w, base64, tuned_w, upd
 
     for value in (cheap[0].base_sq, *(c.update_sq for c in cheap)):
         if not math.isfinite(value):
@@ -531,7 +592,7 @@ def _analyse_tensor(
     right_energy = [torch.zeros(n, dtype=torch.float64, device=device) for _ in runs]
     ut_update = [torch.zeros(kmax, n, dtype=torch.float64, device=device) for _ in runs]
     start = 0
-    for chunk in _tall_chunks(readers, name, shape, chunk_rows):
+    for chunk in _chunks(readers, name, shape, chunk_rows, tall=True, buffers=buffers):
         bytes_read += sum(c.numel() * c.element_size() for c in chunk)
         stop = start + chunk[0].shape[0]
         base_w = chunk[0].to(device=device, dtype=wdt)

@@ -158,19 +158,24 @@ class CheckpointTensors:
             return self._read(info, 0, info.shape[0] if info.shape else 1).reshape(info.shape)
         return self._handle(info.file)[self.tied_aliases.get(name, name)]
 
-    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` of tensor ``name`` (first dimension), reading only those rows."""
+    def rows(self, name: str, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of tensor ``name`` (first dimension), reading only those rows.
+
+        ``out``: optional flat ``uint8`` buffer, large enough, that safetensors data is read
+        into (reusing one buffer avoids paging in fresh memory for every chunk).
+        """
         info = self.info(name)
         if info.offset is not None:
-            return self._read(info, start, stop)
+            return self._read(info, start, stop, out)
         return self._handle(info.file)[self.tied_aliases.get(name, name)][start:stop]
 
-    def _read(self, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` of a safetensors tensor, read from disk into a fresh tensor."""
+    def _read(self, info: TensorInfo, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of a safetensors tensor, read from disk into ``out`` or a fresh tensor."""
         row_shape = info.shape[1:]
         itemsize = torch.empty((), dtype=info.dtype).element_size()
         row_bytes = math.prod(row_shape) * itemsize
-        buffer = torch.empty((stop - start) * row_bytes, dtype=torch.uint8)
+        size = (stop - start) * row_bytes
+        buffer = torch.empty(size, dtype=torch.uint8) if out is None or out.numel() < size else out[:size]
         view = memoryview(buffer.numpy())
         handle = self._handle(info.file)
         position, done = info.offset + start * row_bytes, 0
