@@ -334,6 +334,10 @@ def test_tied_lm_head_and_mismatches(tmp_path):
         weight_forensics(tmp_path / "tied" / "base", {"rl": tmp_path / "nan"}, WeightsConfig(metrics="cheap"))
     with pytest.raises(UserError, match="does not exist"):
         weight_forensics(tmp_path / "nowhere", {"rl": tmp_path / "shape"})
+    with pytest.raises(UserError, match="cpu or cuda"):
+        weight_forensics(tmp_path / "tied" / "base", {"rl": tmp_path / "shape"}, WeightsConfig(device="mps"))
+    with pytest.raises(UserError, match="cheap"):
+        weight_forensics(tmp_path / "tied" / "base", {"rl": tmp_path / "shape"}, WeightsConfig(metrics="some"))
 
 
 def test_cli_writes_report_and_exits_2_on_missing_path(tmp_path, tiny_pair, capsys):

@@ -273,7 +273,7 @@ class WeightsResult(Result):
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
@@ -282,6 +282,8 @@ def _resolve_device(device: str) -> torch.device:
         raise UserError(f"Weight forensics needs float64 and runs on cpu or cuda, not {device!r}.")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"Device {device!r} was requested but no CUDA GPU is available on this machine.")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())  # buffers compare devices by index
     return resolved
 
 
@@ -506,11 +508,11 @@ def _analyse_tensor(
         if spectral:
             base_w = chunk[0].to(device=device, dtype=wdt)
             gram_base.addmm_(base_w.T, base_w)
-            base64 = chunk[0].to(device=device, dtype=torch.float64)
+            base64 = base_w if wdt == torch.float64 else chunk[0].to(device=device, dtype=torch.float64)
             for i, tuned in enumerate(chunk[1:]):
                 tuned_w = tuned.to(device=device, dtype=wdt)
                 gram_tuned[i].addmm_(tuned_w.T, tuned_w)
-                upd = tuned.to(device=device, dtype=torch.float64) - base64
+                upd = (tuned_w if wdt == torch.float64 else tuned.to(device=device, dtype=torch.float64)) - base64
                 gram_update[i].addmm_(upd.T, upd)
             del base_w, base64, tuned_w, upd
 

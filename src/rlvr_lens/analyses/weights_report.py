@@ -145,9 +145,18 @@ def section_weights(result, figures: dict[str, Path]) -> Section:
         if o["share"] is not None:
             text += (
                 f"; on average {_fmt(100 * o['share'])}% of its update energy lies in the top-k principal subspace "
-                f"of the base matrices ({_fmt(o['share'] / o['random'], '.2g')}x what a random update would put there), "
+                f"of the base matrices ({_fmt(o['share'] / o['random'], '.3g')}x what a random update would put there), "
                 f"and the top-k left subspaces rotated by {_fmt(o['angle'])} degrees at most"
             )
+        summaries.append(text + ".")
+    if len(runs) >= 2:
+        overall = {run: _overall(result.rows(run)) for run in runs}
+        sparsest = max(runs, key=lambda r: overall[r]["sparsity"] or 0.0)
+        smallest = min(runs, key=lambda r: overall[r]["relative_norm"] or 0.0)
+        text = f"Of the tuned runs, <b>{sparsest}</b> changed the fewest weights and <b>{smallest}</b> moved them least"
+        enrich = {r: o["share"] / o["random"] for r, o in overall.items() if o["share"] is not None and o["random"]}
+        if len(enrich) >= 2:
+            text += f"; <b>{min(enrich, key=enrich.get)}</b> kept its update furthest off the principal directions"
         summaries.append(text + ".")
     paragraphs = [
         "Each tuned checkpoint is compared tensor by tensor with the base, reading the files directly "
