@@ -274,10 +274,13 @@ def phase_naive(work: Path, args) -> dict:
         for path in (work / side).iterdir():
             if path.suffix in (".safetensors",) or path.name == "model.safetensors.index.json":
                 link = target / path.name
-                if not link.exists():
-                    link.symlink_to(path)
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(path.resolve())
         config = Qwen2Config.from_pretrained(work / side)
         config.num_hidden_layers = args.naive_layers
+        if getattr(config, "layer_types", None):
+            config.layer_types = config.layer_types[: args.naive_layers]
         config.save_pretrained(target)
     drop_cache(checkpoint_files(work))
     started = time.perf_counter()
@@ -325,6 +328,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per measurement (default 1: the 2 shared cores are oversubscribed)"
     )
+    parser.add_argument(
+        "--update", action="store_true", help="re-run only --phases and merge them into the existing --out file"
+    )
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "weights_7b.json")
     args = parser.parse_args()
@@ -336,7 +342,9 @@ def main() -> None:
         print(json.dumps(out))
         return
 
+    previous = json.loads(args.out.read_text()) if args.update and args.out.exists() else {}
     results: dict = {
+        **previous,
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -352,6 +360,7 @@ def main() -> None:
     results["checkpoint_bytes"] = sum(p.stat().st_size for p in checkpoint_files(args.work))
     for phase in args.phases.split(","):
         results[phase] = run_child(phase, args)
+        results[phase]["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     if "all" in results and "matrices" in results["all"]:
         # cost model t = c * m n^2 (tall side m, Gram side n), fitted on the measured subset
