@@ -205,8 +205,9 @@ class CrossRow:
 class Aggregate:
     """Metrics of one run summed over a group of tensors (``scope`` ``module`` or ``layer``).
 
-    ``sparsity`` and ``tol_sparsity`` are parameter-weighted; ``relative_norm`` is
-    ``sqrt(sum ||dW||^2 / sum ||W||^2)``; the others are means over the group's matrices.
+    ``sparsity`` and ``tol_sparsity`` are parameter-weighted, ``precision_gate`` weighted by the
+    number of changed weights; ``relative_norm`` is ``sqrt(sum ||dW||^2 / sum ||W||^2)``; the
+    others are means over the group's matrices.
     """
 
     run: str
@@ -693,6 +694,15 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _weighted_gate(rows: list[MatrixRow]) -> float | None:
+    """Precision gate over a group: vanished / changed weights, summed over its tensors."""
+    gated = [r for r in rows if r.precision_gate is not None]
+    changed = sum((1 - r.sparsity) * r.n_params for r in gated)
+    if not gated or changed <= 0:
+        return None if not gated else 0.0
+    return sum(r.precision_gate * (1 - r.sparsity) * r.n_params for r in gated) / changed
+
+
 def aggregate(rows: list[MatrixRow], scope: str) -> list[Aggregate]:
     """Group one run's rows by ``module`` type or by ``layer`` (see :class:`Aggregate`)."""
     groups: dict[str, list[MatrixRow]] = {}
@@ -725,7 +735,7 @@ def aggregate(rows: list[MatrixRow], scope: str) -> list[Aggregate]:
                 sparsity=sum(r.sparsity * r.n_params for r in group) / n,
                 tol_sparsity=sum(r.tol_sparsity * r.n_params for r in group) / n,
                 relative_norm=_ratio(math.sqrt(update_sq), math.sqrt(base_sq)),
-                precision_gate=_mean(r.precision_gate for r in group),
+                precision_gate=_weighted_gate(group),
                 spectral_drift=_mean(r.spectral_drift for r in group),
                 angle_left_max_deg=_mean(s.angle_left_max_deg for s in first),
                 angle_right_max_deg=_mean(s.angle_right_max_deg for s in first),

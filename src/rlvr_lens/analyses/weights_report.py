@@ -111,6 +111,8 @@ def _fmt(value, spec=".3g") -> str:
 
 
 def _overall(rows) -> dict:
+    from rlvr_lens.analyses.weights import _weighted_gate
+
     n = sum(r.n_params for r in rows)
     base_sq = sum(r.base_norm**2 for r in rows)
     update_sq = sum(r.update_norm**2 for r in rows)
@@ -122,6 +124,7 @@ def _overall(rows) -> dict:
         "share": float(np.mean([s.principal_share for s in subs])) if subs else None,
         "random": float(np.mean([s.principal_share_random for s in subs])) if subs else None,
         "rank_err": _mean_rank_error(rows),
+        "gate": _weighted_gate(rows),
     }
 
 
@@ -147,6 +150,11 @@ def section_weights(result, figures: dict[str, Path]) -> Section:
                 f"; on average {_fmt(100 * o['share'])}% of its update energy lies in the top-k principal subspace "
                 f"of the base matrices ({_fmt(o['share'] / o['random'], '.3g')}x what a random update would put there), "
                 f"and the top-k left subspaces rotated by {_fmt(o['angle'])} degrees at most"
+            )
+        if o["gate"] is not None:
+            text += (
+                f"; {_fmt(100 * o['gate'], '.3g')}% of its changed weights moved by less than bf16 can resolve "
+                "(a bf16 copy would show them as unchanged)"
             )
         summaries.append(text + ".")
     if len(runs) >= 2:
