@@ -223,6 +223,15 @@ def test_planted_sparse_updates_and_cross_run_overlap(tmp_path):
         assert row.cosine_chance_std == pytest.approx(1 / math.sqrt(base[name].size))
         assert result.row("a", name).subspaces == []  # cheap: no SVD
     assert result.row("a", Q).tol_sparsity == result.row("a", Q).sparsity  # 0.5 >> tol
+    # aggregates: parameter-weighted sparsity and pooled relative norm per module type and per layer
+    rows = [r for r in result.rows("a") if r.module == "up"]
+    agg = next(a for a in result.aggregates if a.run == "a" and a.scope == "module" and a.key == "up")
+    assert agg.n_tensors == 2 and agg.n_params == sum(r.n_params for r in rows)
+    assert agg.sparsity == pytest.approx(sum(r.sparsity * r.n_params for r in rows) / agg.n_params)
+    d2 = sum(np.sum((run_a[r.name] - base[r.name]) ** 2) for r in rows)
+    assert agg.relative_norm == pytest.approx(math.sqrt(d2 / sum(np.sum(base[r.name] ** 2) for r in rows)), rel=1e-5)
+    layers = [a.key for a in result.aggregates if a.run == "a" and a.scope == "layer"]
+    assert layers == ["0", "1"]
 
 
 def test_precision_gate_counts_updates_below_bf16_resolution(tmp_path):
