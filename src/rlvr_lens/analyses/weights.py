@@ -104,7 +104,7 @@ class WeightsConfig:
     energy_bins: int = 10
     device: str = "auto"
     svd_dtype: str = "auto"
-    chunk_mb: float = 128
+    chunk_mb: float = 64
     spectrum_matrix: str | None = None
     include: str | None = None
 
@@ -615,15 +615,19 @@ def _analyse_tensor(
         proj_base = (base_w @ v_base).double()  # [rows, n]: A_r v_i
         u_chunk = proj_base[:, :kmax] / safe_base[:kmax].double()
         u_base[start:stop] = u_chunk
-        base64 = chunk[0].to(device=device, dtype=torch.float64)
+        base64 = base_w if wdt == torch.float64 else chunk[0].to(device=device, dtype=torch.float64)
         for i, tuned in enumerate(chunk[1:]):
             s_t, v_t, safe_t = tuned_spectra[i]
-            u_tuned[i][start:stop] = (tuned.to(device=device, dtype=wdt) @ v_t).double() / safe_t[:kmax].double()
-            upd = tuned.to(device=device, dtype=torch.float64) - base64
+            tuned_w = tuned.to(device=device, dtype=wdt)
+            u_tuned[i][start:stop] = (tuned_w @ v_t).double() / safe_t[:kmax].double()
+            upd = (tuned_w if wdt == torch.float64 else tuned.to(device=device, dtype=torch.float64)) - base64
+            del tuned_w
             proj_update = upd @ v_base64  # [rows, n]: dW_r v_i
-            coef[i] += (proj_base * proj_update).sum(0)
-            right_energy[i] += proj_update.square().sum(0)
+            right_energy[i] += torch.linalg.vector_norm(proj_update, dim=0).square()
+            coef[i] += proj_update.mul_(proj_base).sum(0)  # in place: no second [rows, n] temporary
             ut_update[i] += u_chunk.T @ upd
+            del upd, proj_update
+        del base_w, base64, proj_base
         start = stop
 
     spectra = []
