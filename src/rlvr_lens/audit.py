@@ -278,7 +278,11 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
                 WeightsResult,
                 {"checkpoints": fingerprints, "metrics": config.weights_metrics},
                 lambda: weight_forensics(
-                    specs[0].source, tuned_dirs, WeightsConfig(metrics=config.weights_metrics), show_progress=show_progress
+                    specs[0].source,
+                    tuned_dirs,
+                    WeightsConfig(metrics=config.weights_metrics),
+                    base_name=specs[0].name,
+                    show_progress=show_progress,
                 ),
             )
         )
