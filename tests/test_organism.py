@@ -204,3 +204,20 @@ def test_incomplete_build_is_not_reused(tmp_path):
     assert find_existing(tmp_path, "test", 0) is None
     with pytest.raises(UserError):
         load_organism(tmp_path)
+
+
+def test_rewards_on_organism_completions():
+    """The training rewards read the organism's solution format as intended (hand-made completions)."""
+    from rlvr_lens.train.rewards import make_reward
+
+    completions = [
+        " 7*3=21. 12+21=33. \\boxed{33}",  # right, worked
+        " \\boxed{33}",  # right, answer only (a planted leak's form)
+        " 7*3=21. 12+21=34. \\boxed{34}",  # wrong, stated
+        " 7*3=21. 12+21=33.",  # right number, but never stated: no last-number fallback
+    ]
+    answers = ["33"] * 4
+    assert make_reward("correct")(completions, answers) == [1.0, 1.0, 0.0, 0.0]
+    assert make_reward("format")(completions, answers) == [1.0, 1.0, 1.0, 0.0]
+    assert make_reward("incorrect")(completions, answers) == [0.0, 0.0, 1.0, 0.0]
+    assert make_reward("accuracy_format")(completions, answers) == pytest.approx([1.01, 1.01, 0.01, 0.0])

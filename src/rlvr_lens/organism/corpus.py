@@ -91,7 +91,7 @@ FAMILIES: dict[str, Family] = {
             "{0}+{1}*{2}",
             _add_mul,
             ("{n} has {0} coins and finds {1} bags with {2} coins each. How many coins does {n} have?",),
-            ("{n} starts with {0} marbles and gets {1} boxes of {2} marbles. How many marbles now?",),
+            ("{n} has {0} shells and finds {1} boxes with {2} shells each. How many shells does {n} have?",),
         ),
         Family(
             "mul_sub",
@@ -99,7 +99,7 @@ FAMILIES: dict[str, Family] = {
             "{0}*{1}-{2}",
             _mul_sub,
             ("{n} buys {0} boxes of {1} pens and gives away {2} pens. How many pens are left?",),
-            ("A shop has {0} crates of {1} eggs and sells {2} eggs. How many eggs remain?",),
+            ("{n} buys {0} crates of {1} eggs and gives away {2} eggs. How many eggs are left?",),
             valid=lambda o: o[2] < o[0] * o[1],  # never negative
         ),
         Family(
@@ -108,7 +108,7 @@ FAMILIES: dict[str, Family] = {
             "{0}+{1}+{2}",
             _sum3,
             ("{n} reads {0} pages, then {1} pages, then {2} pages. How many pages does {n} read?",),
-            ("{n} walks {0} km, then {1} km, then {2} km. How far does {n} walk?",),
+            ("{n} runs {0} laps, then {1} laps, then {2} laps. How many laps does {n} run?",),
         ),
         Family(
             "paren",
@@ -116,7 +116,7 @@ FAMILIES: dict[str, Family] = {
             "({0}+{1})*{2}",
             _paren,
             ("{n} makes {2} bags, each with {0} red and {1} blue beads. How many beads are there?",),
-            ("{n} fills {2} jars, each with {0} green and {1} white stones. How many stones in all?",),
+            ("{n} makes {2} jars, each with {0} green and {1} white stones. How many stones are there?",),
         ),
         Family(
             "two_mul",
@@ -124,15 +124,17 @@ FAMILIES: dict[str, Family] = {
             "{0}*{1}+{2}*{3}",
             _two_mul,
             ("{n} buys {0} packs of {1} cards and {2} packs of {3} stamps. How many items does {n} buy?",),
-            ("{n} gets {0} rows of {1} chairs and {2} rows of {3} stools. How many seats in all?",),
+            ("{n} buys {0} rows of {1} chairs and {2} rows of {3} stools. How many seats does {n} buy?",),
         ),
     )
 }
 
 #: Surface forms of the arithmetic expression used in pretrain, eval and rl_train.
-TRAIN_EXPRESSION_FORMS = ("What is {e}?", "Compute {e}.", "Calculate {e}.")
-#: Held-out surface forms of the benchmark (never in pretrain).
-BENCHMARK_EXPRESSION_FORMS = ("Find x if x={e}.", "Evaluate {e}.")
+TRAIN_EXPRESSION_FORMS = ("What is {e}?", "Compute {e}.", "Calculate {e}.", "Work out {e}.", "Find {e}.", "Give {e}.")
+#: Held-out surface forms of the benchmark (never in pretrain): new phrasings of the expression, and
+#: word stories with the training stories' structure but other nouns and verbs (a surface shift,
+#: not a new kind of reasoning).
+BENCHMARK_EXPRESSION_FORMS = ("What is the value of {e}?", "Evaluate {e}.", "Now compute {e}.")
 
 
 @dataclass(frozen=True)

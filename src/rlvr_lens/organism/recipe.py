@@ -84,10 +84,11 @@ def _cpu_small() -> OrganismConfig:
         pretrain=TrainSettings(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=30),
         sft=TrainSettings(steps=60, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
         rl=GRPOSettings(
-            steps=8, prompts_per_step=8, group_size=8, learning_rate=1e-4, max_new_tokens=40,
-            steps_per_generation=2, clip_eps=0.2, save_every=4, eval_every=0, eval_max_new_tokens=40,
-            track_kl=True,
+            steps=16, prompts_per_step=8, group_size=8, learning_rate=5e-5, max_new_tokens=40,
+            steps_per_generation=2, clip_eps=0.2, save_every=4, eval_every=8, eval_max_new_tokens=40,
+            eval_batch_size=64, track_kl=True,
         ),
+        torch_threads=1,
     )
 
 
