@@ -7,7 +7,8 @@ Writes benchmarks/results/organism_<preset>.json: per seed the build's wall and 
 (seconds; CPU time summed over threads), the load average when it started (the development
 machines are shared), the accuracy of every stage on every split, and a summary of what the
 random reward did (final minus base accuracy on eval leaked / eval clean / benchmark / rl_train,
-mean and per seed). Builds are cached in --root, so a rerun only summarizes (use --force to rebuild).
+mean and per seed). Builds are cached in --root, so a rerun only summarizes (use --force to rebuild,
+--no-build to summarize the builds found without checking their configuration).
 On a GPU the same script times ``gpu-medium``.
 """
 
@@ -24,7 +25,7 @@ import torch
 from rlvr_lens.cli.organism import parse_overrides
 from rlvr_lens.io import atomic_write_json
 from rlvr_lens.organism.manifest import ACCURACY_SPLITS
-from rlvr_lens.organism.recipe import build_organism
+from rlvr_lens.organism.recipe import build_organism, load_organism
 
 
 def change(manifest, stage: str, split: str) -> float:
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--root", default="runs/bench-organism")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--no-build", action="store_true", help="only summarize the complete builds already in --root")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     overrides = parse_overrides(args.set)
@@ -47,7 +49,10 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         root = Path(args.root) / f"{args.preset}{suffix}-seed{seed}"
-        manifest = build_organism(root, args.preset, seed, force=args.force, show_progress=True, overrides=overrides)
+        if args.no_build:
+            manifest = load_organism(root)
+        else:
+            manifest = build_organism(root, args.preset, seed, force=args.force, show_progress=True, overrides=overrides)
         runs.append(
             {
                 "seed": seed,

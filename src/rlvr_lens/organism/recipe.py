@@ -37,7 +37,7 @@ from rlvr_lens.progress import progress
 from rlvr_lens.train.grpo import GRPOSettings
 
 #: Bumped when the recipe changes what a configuration produces (invalidates cached builds).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass
