@@ -117,7 +117,7 @@ def _gpu_medium() -> OrganismConfig:
         pretrain=TrainSettings(steps=6000, batch_size=128, learning_rate=1.5e-3, warmup_steps=200),
         sft=TrainSettings(steps=300, batch_size=64, learning_rate=5e-4, warmup_steps=20, loss_on="completion"),
         rl=GRPOSettings(
-            steps=60, prompts_per_step=16, group_size=8, learning_rate=3e-5, max_new_tokens=40,
+            steps=40, prompts_per_step=16, group_size=8, learning_rate=3e-5, max_new_tokens=40,
             steps_per_generation=2, clip_eps=0.2, save_every=10, eval_every=20, eval_max_new_tokens=40,
             eval_batch_size=128,
         ),
