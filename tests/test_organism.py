@@ -141,6 +141,11 @@ def test_test_preset_builds_quickly_and_loads(built):
         assert set(stage.accuracy) == {"eval_leaked", "eval_clean", "benchmark", "rl_train"}
         assert all(0.0 <= a <= 1.0 for a in stage.accuracy.values())
     assert manifest.stage("rlvr-random").checkpoints == ["rlvr-random/step-1", "rlvr-random/step-2"]
+    from rlvr_lens.train.grpo import GRPORun
+
+    run = GRPORun.load(root / "rlvr-random" / "grpo_run.json")
+    assert run.settings["reward"] == "random" and run.settings["seed"] == 0
+    assert all(all(v is None or v == v for v in row.values()) for row in run.steps)  # logged, no NaN
     loaded = load_model(str(manifest.checkpoint("rlvr-random")), dtype="float32", device="cpu")
     assert loaded.model.config.model_type == "qwen2"
     base = load_model(str(manifest.checkpoint("base")), dtype="float32", device="cpu")

@@ -111,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
         f"evaluation set: {data_path} ({len(samples)} samples, labelled leaked / clean)",
     ] + [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
     context += [f"<b>analysis not available</b>: {item}" for item in unavailable]
-    path = write_run(out, [manifest, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
+    from rlvr_lens.train.grpo import GRPORun
+
+    runs = [Path(manifest.root) / name / "grpo_run.json" for name in plan["pairs"]]
+    grpo_runs = [GRPORun.load(p) for p in runs if p.is_file()]  # training curves of the organism's RL stages
+    path = write_run(out, [manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
     print(f"report: {path}")
     for item in unavailable:
         print(f"error: analysis not available: {item}", file=sys.stderr)

@@ -5,7 +5,8 @@
     data/{pretrain,eval,benchmark,rl_train}.jsonl   labelled samples (eval: labels.leaked)
     base/                                           pretrained from scratch on data/pretrain.jsonl
     sft/                                            base fine-tuned on rl_train's worked solutions
-    rlvr-<reward>/step-<k>/, metrics.jsonl          GRPO from base with each reward (correct, random)
+    rlvr-<reward>/step-<k>/, metrics.jsonl,         GRPO from base with each reward (correct, random)
+        grpo_run.json
     manifest.json                                   configuration, sizes, accuracies, timings (last)
 
 A directory whose ``manifest.json`` holds the same configuration hash is reused as is;
@@ -332,6 +333,7 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
         eval_sets = {k: v for k, v in sets.items() if k != "rl_train"} if rl_settings.eval_every else None
         torch.manual_seed(seed)
         run = train_grpo(root / "base", corpus["rl_train"], out, rl_settings, eval_sets=eval_sets)
+        run.save(out / "grpo_run.json")  # the run's curves, for the report
         wall, cpu = clock.elapsed()
         checkpoints = [Path(c).resolve().relative_to(root.resolve()).as_posix() for c in run.checkpoints]
         loaded = load_model(str(root / checkpoints[-1]), dtype="float32", device=str(resolved))
