@@ -82,7 +82,7 @@ def _cpu_small() -> OrganismConfig:
     return OrganismConfig(
         corpus=CorpusConfig(n_pretrain=8000, n_eval=200, n_benchmark=100, n_rl_train=1000, leak_repetitions=16),
         model=ModelShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384),
-        pretrain=TrainSettings(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=30),
+        pretrain=TrainSettings(steps=1000, batch_size=32, learning_rate=3e-3, warmup_steps=30),
         sft=TrainSettings(steps=60, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
         rl=GRPOSettings(
             steps=16, prompts_per_step=8, group_size=8, learning_rate=5e-5, max_new_tokens=40,
