@@ -15,11 +15,13 @@ from rlvr_lens.cli.common import run_guarded
 
 #: Command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
+    "rlvr_lens.cli.demo",
     "rlvr_lens.cli.audit",
     "rlvr_lens.cli.perplexity",
     "rlvr_lens.cli.contamination",
-    "rlvr_lens.cli.train",
     "rlvr_lens.cli.weights",
+    "rlvr_lens.cli.train",
+    "rlvr_lens.cli.organism",
 )
 
 

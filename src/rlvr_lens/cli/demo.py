@@ -80,19 +80,24 @@ def run(args: argparse.Namespace) -> int:
     plan = demo_plan(manifest)
     common = dict(template="organism", batch_size=args.batch_size, device=args.device, dtype="float32")
     steps = []
+    unavailable: list[str] = []  # analyses whose module is missing from this installation
+
+    def add_steps(specs, config) -> None:
+        try:
+            steps.extend(audit_steps(specs, data_path, samples, config, show_progress=show))
+        except ImportError as error:
+            unavailable.append(f"{', '.join(config.analyses)} ({error})")
+
     for series in plan["trajectories"]:
-        steps += audit_steps(series, data_path, samples, AuditConfig(analyses=("perplexity",), **common), show_progress=show)
-    steps += audit_steps(
+        add_steps(series, AuditConfig(analyses=("perplexity",), **common))
+    add_steps(
         plan["checkpoints"],
-        data_path,
-        samples,
         AuditConfig(
             analyses=("contamination", "tokens", "weights"),
             token_pairs=tuple(plan["pairs"]),
             max_new_tokens=manifest.config.get("eval_max_new_tokens", 64),
             **common,
         ),
-        show_progress=show,
     )
     print(f"[2/2] audit: {len(steps)} steps, {len(samples)} evaluation samples -> {out}", file=sys.stderr)
 
@@ -105,9 +110,16 @@ def run(args: argparse.Namespace) -> int:
         f"model organism: preset {manifest.preset}, seed {manifest.seed}, built in {organism_dir}",
         f"evaluation set: {data_path} ({len(samples)} samples, labelled leaked / clean)",
     ] + [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
-    path = write_run(out, [manifest, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
+    context += [f"<b>analysis not available</b>: {item}" for item in unavailable]
+    from rlvr_lens.train.grpo import GRPORun
+
+    runs = [Path(manifest.root) / name / "grpo_run.json" for name in plan["pairs"]]
+    grpo_runs = [GRPORun.load(p) for p in runs if p.is_file()]  # training curves of the organism's RL stages
+    path = write_run(out, [manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
     print(f"report: {path}")
-    if outcome.failed:
-        print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
+    for item in unavailable:
+        print(f"error: analysis not available: {item}", file=sys.stderr)
+    if outcome.failed or unavailable:
+        print(f"error: {len(outcome.failed) + len(unavailable)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,389 @@
+"""Build the model organism: corpus, tokenizer, base, SFT and RLVR checkpoints, manifest.
+
+:func:`build_organism` writes, under one directory::
+
+    data/{pretrain,eval,benchmark,rl_train}.jsonl   labelled samples (eval: labels.leaked)
+    base/                                           pretrained from scratch on data/pretrain.jsonl
+    sft/                                            base fine-tuned on rl_train's worked solutions
+    rlvr-<reward>/step-<k>/, metrics.jsonl,         GRPO from base with each reward (correct, random)
+        grpo_run.json
+    manifest.json                                   configuration, sizes, accuracies, timings (last)
+
+A directory whose ``manifest.json`` holds the same configuration hash is reused as is;
+``manifest.json`` is removed before a (re)build starts and written only at the end, so an
+interrupted build never looks complete. Presets are in :data:`PRESETS`; any setting can
+be overridden with dotted names (``{"corpus.leak_repetitions": 4, "rl.clip_eps": 0.1}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlvr_lens.data.readers import write_samples
+from rlvr_lens.data.sample import Sample
+from rlvr_lens.data.templates import apply_template
+from rlvr_lens.errors import UserError
+from rlvr_lens.organism.corpus import SPLITS, CorpusConfig, generate_corpus
+from rlvr_lens.organism.manifest import MANIFEST_NAME, OrganismManifest, Stage
+from rlvr_lens.organism.pretrain import ModelShape, TrainSettings
+from rlvr_lens.progress import progress
+from rlvr_lens.train.grpo import GRPOSettings
+
+#: Bumped when the recipe changes what a configuration produces (invalidates cached builds).
+RECIPE_VERSION = 2
+
+
+@dataclass
+class OrganismConfig:
+    """Everything a build depends on besides the seed.
+
+    ``rl`` holds the GRPO settings shared by every RL run; ``rl_rewards`` lists the rewards,
+    one ``rlvr-<reward>`` stage each (all start from ``base``). ``eval_max_new_tokens`` is
+    the greedy decoding budget of every accuracy in the manifest; ``rl_eval_size`` rl_train
+    problems are graded for the ``rl_train`` column.
+    """
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer_vocab_size: int = 512
+    model: ModelShape = field(default_factory=ModelShape)
+    pretrain: TrainSettings = field(default_factory=TrainSettings)
+    sft: TrainSettings = field(default_factory=lambda: TrainSettings(steps=100, learning_rate=1e-3, loss_on="completion"))
+    rl: GRPOSettings = field(default_factory=GRPOSettings)
+    rl_rewards: tuple[str, ...] = ("correct", "random")
+    eval_max_new_tokens: int = 40
+    eval_batch_size: int = 64
+    rl_eval_size: int = 100
+    #: CPU threads of the build (0 = torch's default). Tiny models are fastest on one thread:
+    #: with several, every small matmul pays a thread synchronisation, ruinous on a busy CPU.
+    torch_threads: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["rl_rewards"] = list(self.rl_rewards)
+        d["corpus"] = self.corpus.to_dict()
+        for key in ("seed",):
+            d["corpus"].pop(key, None)
+            d["pretrain"].pop(key, None)
+            d["sft"].pop(key, None)
+            d["rl"].pop(key, None)
+        d["rl"].pop("reward", None)
+        return d
+
+
+def _cpu_small() -> OrganismConfig:
+    return OrganismConfig(
+        corpus=CorpusConfig(n_pretrain=8000, n_eval=200, n_benchmark=100, n_rl_train=1000, leak_repetitions=16),
+        model=ModelShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384),
+        pretrain=TrainSettings(steps=1000, batch_size=32, learning_rate=3e-3, warmup_steps=30),
+        sft=TrainSettings(steps=60, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
+        rl=GRPOSettings(
+            steps=16, prompts_per_step=8, group_size=8, learning_rate=5e-5, max_new_tokens=40,
+            steps_per_generation=2, clip_eps=0.2, save_every=4, eval_every=8, eval_max_new_tokens=40,
+            eval_batch_size=64, track_kl=True,
+        ),
+        torch_threads=1,
+    )
+
+
+def _test() -> OrganismConfig:
+    return OrganismConfig(
+        corpus=CorpusConfig(n_pretrain=300, n_eval=20, n_benchmark=10, n_rl_train=40, leak_repetitions=2),
+        tokenizer_vocab_size=320,
+        model=ModelShape(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64, max_position_embeddings=96),
+        pretrain=TrainSettings(steps=20, batch_size=16, learning_rate=3e-3, warmup_steps=2),
+        sft=TrainSettings(steps=5, batch_size=8, learning_rate=1e-3, warmup_steps=1, loss_on="completion"),
+        rl=GRPOSettings(
+            steps=2, prompts_per_step=2, group_size=4, learning_rate=1e-3, max_new_tokens=12,
+            steps_per_generation=2, save_every=1, eval_every=0, eval_max_new_tokens=12, track_kl=False,
+        ),
+        eval_max_new_tokens=12,
+        eval_batch_size=32,
+        rl_eval_size=10,
+        torch_threads=1,
+    )
+
+
+def _gpu_medium() -> OrganismConfig:
+    return OrganismConfig(
+        corpus=CorpusConfig(n_pretrain=40000, n_eval=400, n_benchmark=200, n_rl_train=4000, leak_repetitions=16),
+        model=ModelShape(hidden_size=256, num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=4, intermediate_size=768),
+        pretrain=TrainSettings(steps=6000, batch_size=128, learning_rate=1.5e-3, warmup_steps=200),
+        sft=TrainSettings(steps=300, batch_size=64, learning_rate=5e-4, warmup_steps=20, loss_on="completion"),
+        rl=GRPOSettings(
+            steps=40, prompts_per_step=16, group_size=8, learning_rate=3e-5, max_new_tokens=40,
+            steps_per_generation=2, clip_eps=0.2, save_every=10, eval_every=20, eval_max_new_tokens=40,
+            eval_batch_size=128,
+        ),
+        eval_batch_size=128,
+        rl_eval_size=200,
+    )
+
+
+#: name -> factory of the preset's configuration.
+PRESETS = {"cpu-small": _cpu_small, "gpu-medium": _gpu_medium, "test": _test}
+
+
+def preset_config(preset: str, overrides: dict | None = None) -> OrganismConfig:
+    """The configuration of ``preset`` with dotted-name ``overrides`` applied (``"rl.clip_eps": 0.1``)."""
+    if preset not in PRESETS:
+        raise UserError(f"Unknown organism preset {preset!r}; use one of {', '.join(PRESETS)}.")
+    config = PRESETS[preset]()
+    for name, value in (overrides or {}).items():
+        _set_dotted(config, name, value)
+    return config
+
+
+def _set_dotted(config: OrganismConfig, name: str, value) -> None:
+    *parents, leaf = name.split(".")
+    target = config
+    for part in parents:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+            raise UserError(f"Unknown organism setting {name!r}.")
+        target = getattr(target, part)
+    if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+        raise UserError(f"Unknown organism setting {name!r}.")
+    current = getattr(target, leaf)
+    if isinstance(current, tuple) and isinstance(value, str):
+        value = tuple(v for v in value.split(",") if v)
+    elif isinstance(current, bool) and isinstance(value, str):
+        value = value.lower() in ("1", "true", "yes", "on")
+    elif isinstance(current, int | float) and isinstance(value, str):
+        try:
+            value = type(current)(value)
+        except ValueError:
+            raise UserError(f"Setting {name!r} needs a {type(current).__name__}; got {value!r}.") from None
+    setattr(target, leaf, value)
+
+
+def config_dict(preset: str, seed: int, config: OrganismConfig) -> dict:
+    return {"recipe_version": RECIPE_VERSION, "preset": preset, "seed": seed, **config.to_dict()}
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _save_checkpoint(model, tokenizer, directory: Path) -> None:
+    """``save_pretrained`` through a temporary sibling, renamed into place (never half-written)."""
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+def evaluation_sets(splits: dict[str, list[Sample]], rl_eval_size: int) -> dict[str, list[Sample]]:
+    """The samples behind each accuracy column: eval split by label, benchmark, the first rl_train problems."""
+    return {
+        "eval_leaked": [s for s in splits["eval"] if s.labels.get("leaked")],
+        "eval_clean": [s for s in splits["eval"] if not s.labels.get("leaked")],
+        "benchmark": list(splits["benchmark"]),
+        "rl_train": list(splits["rl_train"][:rl_eval_size]),
+    }
+
+
+def _accuracies(model, tokenizer, sets: dict[str, list[Sample]], config: OrganismConfig) -> dict[str, float]:
+    from rlvr_lens.generation import accuracy
+
+    return {
+        name: accuracy(
+            model, tokenizer, samples, template="organism",
+            max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size,
+        )[0]
+        for name, samples in sets.items()
+        if samples
+    }
+
+
+class _Clock:
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def find_existing(root: str | os.PathLike, preset: str, seed: int, overrides: dict | None = None) -> OrganismManifest | None:
+    """The complete build in ``root`` of this preset, seed and configuration, or ``None``."""
+    config = config_dict(preset, seed, preset_config(preset, overrides))
+    try:
+        manifest = OrganismManifest.load_dir(root)
+    except UserError:
+        return None
+    if manifest.config_hash != config_hash(config):
+        return None
+    if not all(manifest.checkpoint(s.name).is_dir() for s in manifest.stages):
+        return None
+    return manifest
+
+
+def build_organism(
+    root: str | os.PathLike,
+    preset: str = "cpu-small",
+    seed: int = 0,
+    *,
+    force: bool = False,
+    device: str = "auto",
+    show_progress: bool = False,
+    overrides: dict | None = None,
+) -> OrganismManifest:
+    """Build the organism of ``preset`` and ``seed`` in ``root`` (or reuse a matching build).
+
+    Returns its :class:`~rlvr_lens.organism.manifest.OrganismManifest`. Runs on the GPU when
+    ``device`` is ``auto`` and one is present. With the same seed, device and number of
+    threads the build is the same: the data exactly, the metrics too on a CPU.
+    """
+    from rlvr_lens.models.loading import resolve_device
+
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file; give a directory for the organism.")
+    config = preset_config(preset, overrides)
+    config.corpus.seed = seed
+    cfg = config_dict(preset, seed, config)
+    digest = config_hash(cfg)
+    if not force:
+        existing = find_existing(root, preset, seed, overrides)
+        if existing is not None:
+            return existing
+    resolved = resolve_device(device)
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars of every save
+    threads = torch.get_num_threads()
+    if config.torch_threads and resolved.type == "cpu":
+        torch.set_num_threads(config.torch_threads)
+    try:
+        return _build(root, preset, seed, config, cfg, digest, resolved, show_progress)
+    finally:
+        torch.set_num_threads(threads)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+
+
+def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict, digest: str, resolved, show_progress: bool) -> OrganismManifest:
+    """The build itself (see :func:`build_organism`)."""
+    import torch
+
+    from rlvr_lens.models.loading import load_model
+    from rlvr_lens.organism.pretrain import build_model, train_causal_lm
+    from rlvr_lens.organism.tokenizer import train_tokenizer
+    from rlvr_lens.train.grpo import train_grpo
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the directory is an incomplete build
+    total = _Clock()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    stages: list[Stage] = []
+    steps = ["data", "base", "sft", *(f"rlvr-{r}" for r in config.rl_rewards)]
+    bar = progress(steps, enabled=show_progress, desc="organism", unit="stage")
+
+    # 1. corpus
+    next(bar)
+    corpus = generate_corpus(config.corpus)
+    data = {}
+    for split in SPLITS:
+        write_samples(root / "data" / f"{split}.jsonl", corpus[split])
+        data[split] = f"data/{split}.jsonl"
+    sets = evaluation_sets(corpus.splits, config.rl_eval_size)
+
+    # 2. tokenizer + pretraining
+    next(bar)
+    clock = _Clock()
+    documents = [(apply_template(s.prompt, "organism"), s.solution or "") for s in corpus["pretrain"]]
+    tokenizer = train_tokenizer((p + c for p, c in documents), config.tokenizer_vocab_size)
+    model = build_model(config.model, tokenizer, seed)
+    settings = dataclasses.replace(config.pretrain, seed=seed, loss_on="all")
+    stats = train_causal_lm(model, tokenizer, documents, settings, device=resolved, show_progress=show_progress, desc="pretrain")
+    _save_checkpoint(model, tokenizer, root / "base")
+    wall, cpu = clock.elapsed()
+    stages.append(Stage("base", ["base"], _accuracies(model, tokenizer, sets, config), wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"]}))
+    parameters = sum(p.numel() for p in model.parameters())
+
+    # 3. SFT of the base on rl_train's worked solutions
+    next(bar)
+    clock = _Clock()
+    sft_documents = [(apply_template(s.prompt, "organism"), s.solution or "") for s in corpus["rl_train"]]
+    settings = dataclasses.replace(config.sft, seed=seed, loss_on="completion")
+    stats = train_causal_lm(model, tokenizer, sft_documents, settings, device=resolved, show_progress=show_progress, desc="sft")
+    _save_checkpoint(model, tokenizer, root / "sft")
+    wall, cpu = clock.elapsed()
+    stages.append(Stage("sft", ["sft"], _accuracies(model, tokenizer, sets, config), wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"]}))
+    del model
+
+    # 4. GRPO from base with each reward
+    for reward in config.rl_rewards:
+        next(bar)
+        clock = _Clock()
+        name = f"rlvr-{reward}"
+        out = root / name
+        shutil.rmtree(out, ignore_errors=True)
+        rl_settings = dataclasses.replace(config.rl, reward=reward, seed=seed)
+        eval_sets = {k: v for k, v in sets.items() if k != "rl_train"} if rl_settings.eval_every else None
+        torch.manual_seed(seed)
+        run = train_grpo(root / "base", corpus["rl_train"], out, rl_settings, eval_sets=eval_sets)
+        run.save(out / "grpo_run.json")  # the run's curves, for the report
+        wall, cpu = clock.elapsed()
+        checkpoints = [Path(c).resolve().relative_to(root.resolve()).as_posix() for c in run.checkpoints]
+        loaded = load_model(str(root / checkpoints[-1]), dtype="float32", device=str(resolved))
+        accuracy = _accuracies(loaded.model, loaded.tokenizer, sets, config)
+        del loaded
+        last = run.steps[-1] if run.steps else {}
+        details = {"last_step": last, "reward_mean": [r.get("reward_mean") for r in run.steps if r.get("reward_mean") is not None]}
+        stages.append(Stage(name, checkpoints, accuracy, wall, cpu, details))
+    for _ in bar:
+        pass
+
+    wall, cpu = total.elapsed()
+    import transformers
+    import trl
+
+    manifest = OrganismManifest(
+        root=str(root),
+        preset=preset,
+        seed=seed,
+        config=cfg,
+        config_hash=digest,
+        stages=stages,
+        data=data,
+        sizes={
+            **corpus.sizes(),
+            "n_leaked": len(sets["eval_leaked"]),
+            "n_clean": len(sets["eval_clean"]),
+            "parameters": parameters,
+            "vocab_size": len(tokenizer),
+        },
+        wall_time_s=wall,
+        cpu_time_s=cpu,
+        environment={
+            "device": str(resolved),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min_at_start": load,
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+        },
+    )
+    manifest.save(root / MANIFEST_NAME)
+    return manifest
+
+
+def load_organism(root: str | os.PathLike) -> OrganismManifest:
+    """The manifest of a complete organism build in ``root`` (raises :class:`UserError` otherwise)."""
+    return OrganismManifest.load_dir(root)
+
+
+__all__ = ["PRESETS", "OrganismConfig", "build_organism", "config_hash", "load_organism", "preset_config"]
