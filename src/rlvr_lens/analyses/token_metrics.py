@@ -1,0 +1,176 @@
+"""Per-position comparison of two next-token distributions, computed in chunks.
+
+Definitions (natural log, so every divergence and entropy is in **nats**). With ``P`` the
+base model's and ``Q`` the tuned model's next-token distribution at one position and
+``M = (P + Q) / 2``:
+
+=====================  ===========================================================
+``jsd``                Jensen-Shannon *divergence* ``(KL(P||M) + KL(Q||M)) / 2``, in
+                       ``[0, ln 2]``. (Not the JS *distance* ``sqrt(jsd)`` that the
+                       source study's scripts report.)
+``kl_base_tuned``      ``KL(P || Q)``
+``kl_tuned_base``      ``KL(Q || P)``
+``entropy_base``       ``H(P)``; ``entropy_tuned``: ``H(Q)``
+``top{k}_overlap``     ``|top-k(P) ∩ top-k(Q)| / k`` for k = 1, 5, 10
+``tuned_top_rank``     rank of the tuned model's most likely token under the base model,
+                       1-based: 1 when the base ranks it first too (ties count in its favour)
+``argmax_changed``     1.0 where the two most likely tokens differ
+=====================  ===========================================================
+
+Logits are converted to float32 and log-softmaxed before anything else (bf16 models
+included). The JSD is summed per vocabulary entry from terms that are each >= 0,
+``p (ln 2 - softplus(lq - lp)) + q (ln 2 - softplus(lp - lq))``, which keeps small
+divergences accurate in float32 (the ``H(M) - (H(P) + H(Q)) / 2`` form cancels).
+
+Memory: :func:`score_sequences` runs each model's *body* once over the batch (hidden
+states ``[batch, seq, hidden]``), gathers the hidden states of the positions to score into
+``[n, hidden]``, and applies the final unembedding (with Gemma's soft-capping, through the
+architecture adapter) to ``chunk_size`` positions at a time. Peak memory for the
+vocabulary-sized tensors is therefore ``O(chunk_size x vocab)``, whatever the batch size
+and response length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+TOP_K = (1, 5, 10)
+LN2 = math.log(2.0)
+
+#: Names of the per-position metrics, in the order :func:`compare_logits` returns them.
+METRICS = (
+    "jsd",
+    "kl_base_tuned",
+    "kl_tuned_base",
+    "entropy_base",
+    "entropy_tuned",
+    *(f"top{k}_overlap" for k in TOP_K),
+    "tuned_top_rank",
+    "argmax_changed",
+)
+
+
+def _jsd(p: torch.Tensor, q: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    """JSD from probabilities and ``diff = log p - log q`` (each summed term is >= 0)."""
+    terms = p * (LN2 - F.softplus(-diff)) + q * (LN2 - F.softplus(diff))
+    return (0.5 * terms.sum(-1)).clamp_min(0.0)
+
+
+def jsd_from_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (nats) between rows of logits ``[..., vocab]`` -> ``[...]`` (float32)."""
+    lp = torch.log_softmax(base_logits.float(), dim=-1)
+    lq = torch.log_softmax(tuned_logits.float(), dim=-1)
+    return _jsd(lp.exp(), lq.exp(), lp - lq)
+
+
+def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every metric of the module docstring, per row.
+
+    Args:
+        base_logits, tuned_logits: ``[n, vocab]`` next-token logits (any float dtype).
+    Returns:
+        ``{name: [n] float32 tensor}`` for every name in :data:`METRICS`, plus ``base_top`` and
+        ``tuned_top``: ``[n]`` int64 ids of each model's most likely token.
+    """
+    lp = torch.log_softmax(base_logits.float(), dim=-1)
+    lq = torch.log_softmax(tuned_logits.float(), dim=-1)
+    p, q = lp.exp(), lq.exp()
+    diff = lp - lq
+    out = {
+        "jsd": _jsd(p, q, diff),
+        "kl_base_tuned": (p * diff).sum(-1).clamp_min(0.0),
+        "kl_tuned_base": (q * -diff).sum(-1).clamp_min(0.0),
+        "entropy_base": -(p * lp).sum(-1),
+        "entropy_tuned": -(q * lq).sum(-1),
+    }
+    kmax = min(max(TOP_K), lp.shape[-1])
+    top_base = lp.topk(kmax, dim=-1).indices
+    top_tuned = lq.topk(kmax, dim=-1).indices
+    for k in TOP_K:
+        kk = min(k, kmax)
+        shared = (top_base[:, :kk, None] == top_tuned[:, None, :kk]).any(-1).sum(-1)
+        out[f"top{k}_overlap"] = shared.float() / kk
+    base_top, tuned_top = top_base[:, 0], top_tuned[:, 0]
+    base_at_tuned_top = lp.gather(-1, tuned_top[:, None])
+    out["tuned_top_rank"] = (lp > base_at_tuned_top).sum(-1).float() + 1.0
+    out["argmax_changed"] = (base_top != tuned_top).float()
+    out["base_top"], out["tuned_top"] = base_top, tuned_top
+    return out
+
+
+def body_hidden_states(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final-normed hidden states ``[batch, seq, hidden]`` of the model body (no unembedding).
+
+    Positions are ``cumsum(attention_mask) - 1``, so left- and right-padded rows both get
+    the positions they would have unpadded.
+    """
+    body = loaded.adapter.base_model(loaded.model)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+@torch.no_grad()
+def score_sequences(
+    base,
+    tuned,
+    sequences: Sequence[Sequence[int]],
+    score_from: Sequence[int],
+    *,
+    pad_token_id: int,
+    chunk_size: int | None = 256,
+) -> list[dict[str, torch.Tensor]]:
+    """Teacher-force both models on token sequences and compare their next-token distributions.
+
+    Args:
+        base, tuned: :class:`~rlvr_lens.models.loading.LoadedModel` of the same vocabulary.
+        sequences: token ids (prompt followed by response), one list per row.
+        score_from: per row, the index of the first token whose *prediction* is scored: the
+            distributions at positions ``score_from - 1 .. len - 2`` (those that predict tokens
+            ``score_from .. len - 1``) are compared.
+        pad_token_id: used for right padding (masked out).
+        chunk_size: scored positions per unembedding chunk; ``None`` = all at once.
+    Returns:
+        per row, ``{metric: [n_scored] CPU tensor}`` (the keys of :func:`compare_logits`).
+    """
+    lengths = [len(s) for s in sequences]
+    width = max(lengths)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    rows, cols = [], []
+    for row, (start, length) in enumerate(zip(score_from, lengths)):
+        positions = list(range(max(start - 1, 0), length - 1))
+        rows += [row] * len(positions)
+        cols += positions
+    index_rows = torch.tensor(rows, dtype=torch.long)
+    index_cols = torch.tensor(cols, dtype=torch.long)
+    hidden = []
+    for loaded in (base, tuned):
+        states = body_hidden_states(loaded, ids.to(loaded.device), mask.to(loaded.device))
+        hidden.append(states[index_rows.to(states.device), index_cols.to(states.device)])  # [n, hidden]
+        del states
+    n = len(rows)
+    step = chunk_size if chunk_size else n
+    pieces: dict[str, list[torch.Tensor]] = {name: [] for name in (*METRICS, "base_top", "tuned_top")}
+    for begin in range(0, n, max(step, 1)):
+        end = min(begin + step, n)
+        base_logits = base.adapter.logits_from_normed(base.model, hidden[0][begin:end])
+        tuned_logits = tuned.adapter.logits_from_normed(tuned.model, hidden[1][begin:end])
+        metrics = compare_logits(base_logits, tuned_logits.to(base_logits.device))
+        del base_logits, tuned_logits
+        for name, values in metrics.items():
+            pieces[name].append(values.cpu())
+    flat = {name: torch.cat(values) if values else torch.zeros(0) for name, values in pieces.items()}
+    out, offset = [], 0
+    for start, length in zip(score_from, lengths):
+        count = len(range(max(start - 1, 0), length - 1))
+        out.append({name: values[offset : offset + count] for name, values in flat.items()})
+        offset += count
+    return out
