@@ -16,6 +16,7 @@ from rlvr_lens.cli.common import run_guarded
 #: Command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "rlvr_lens.cli.train",
+    "rlvr_lens.cli.tokens",
 )
 
 
