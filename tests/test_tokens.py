@@ -93,10 +93,10 @@ def test_metrics_match_float64_numpy():
     want = _np_reference(base.numpy(), tuned.numpy())
     for name in METRICS:
         np.testing.assert_allclose(got[name].numpy(), want[name], rtol=1e-4, atol=2e-6, err_msg=name)
-    # tiny divergences (rows with noise 1e-4 have JSD ~ 1e-9) stay within float32's floor of ~1e-8 nats
+    # tiny divergences (rows with noise 1e-4 have JSD ~ 1e-9) stay within float32's floor of a few 1e-8 nats
     small = want["jsd"] < 1e-6
     assert small.any()
-    np.testing.assert_allclose(got["jsd"].numpy()[small], want["jsd"][small], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(got["jsd"].numpy()[small], want["jsd"][small], rtol=0, atol=5e-8)
     assert (got["jsd"].numpy() <= math.log(2) + 1e-6).all()
     assert got["base_top"].tolist() == np.argmax(base.numpy(), -1).tolist()
 
@@ -105,7 +105,7 @@ def test_disjoint_distributions_reach_ln2():
     base = torch.tensor([[20.0, -20.0, -20.0]])
     tuned = torch.tensor([[-20.0, 20.0, -20.0]])
     got = compare_logits(base, tuned)
-    assert got["jsd"].item() == pytest.approx(math.log(2), abs=1e-6)
+    assert got["jsd"].item() == pytest.approx(math.log(2), rel=1e-6)
     assert got["tuned_top_rank"].item() == 2.0 and got["argmax_changed"].item() == 1.0
 
 
@@ -175,9 +175,9 @@ def test_model_against_itself_has_zero_divergence(pair, tokenizer):
 def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
     base, tuned = request.getfixturevalue(which)
     prompts = _ids(tokenizer)
-    kwargs = dict(max_new_tokens=20, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    plain_base = [g.token_ids for g in generate(base.model, tokenizer, PROMPTS, max_new_tokens=20)]
-    plain_tuned = [g.token_ids for g in generate(tuned.model, tokenizer, PROMPTS, max_new_tokens=20)]
+    kwargs = dict(max_new_tokens=14, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    plain_base = [g.token_ids for g in generate(base.model, tokenizer, PROMPTS, max_new_tokens=14)]
+    plain_tuned = [g.token_ids for g in generate(tuned.model, tokenizer, PROMPTS, max_new_tokens=14)]
     assert plain_base != plain_tuned
 
     never = cross_decode(base.model, tuned.model, prompts, threshold=math.inf, **kwargs)

@@ -18,10 +18,11 @@ base model's and ``Q`` the tuned model's next-token distribution at one position
 =====================  ===========================================================
 
 Logits are converted to float32 and log-softmaxed before anything else (bf16 models
-included). The JSD is summed per vocabulary entry from terms that are each >= 0,
-``p (ln 2 - softplus(lq - lp)) + q (ln 2 - softplus(lp - lq))``: its float32 error is about
-1e-9 to 1e-8 nats (the ``H(M) - (H(P) + H(Q)) / 2`` form cancels to ~1e-6), far below the
-thresholds (>= 1e-3) the summaries use.
+included). The JSD is summed over the vocabulary from per-entry terms that are each >= 0,
+``p (ln 2 - softplus(lq - lp)) + q (ln 2 - softplus(lp - lq))`` (rearranged so that no large
+numbers cancel; see :func:`compare_logits`): its float32 error is a few 1e-8 nats near 0 and
+~1e-6 relative elsewhere (the ``H(M) - (H(P) + H(Q)) / 2`` form cancels to ~1e-6 absolute),
+far below the thresholds (>= 1e-3) the summaries use.
 
 Memory: :func:`score_sequences` runs each model's *body* once over the batch (hidden
 states ``[batch, seq, hidden]``), gathers the hidden states of the positions to score into
@@ -68,6 +69,11 @@ def jsd_from_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> to
     return _jsd(lp.exp(), lq.exp(), lp - lq)
 
 
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(-1)`` for ``[n, vocab]`` inputs without an ``[n, vocab]`` temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every metric of the module docstring, per row.
 
@@ -76,18 +82,13 @@ def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dic
     Returns:
         ``{name: [n] float32 tensor}`` for every name in :data:`METRICS`, plus ``base_top`` and
         ``tuned_top``: ``[n]`` int64 ids of each model's most likely token.
+
+    Written for memory traffic: at most five ``[n, vocab]`` float32 tensors are alive at once
+    (row sums go through ``bmm``, differences are taken in place).
     """
     lp = torch.log_softmax(base_logits.float(), dim=-1)
     lq = torch.log_softmax(tuned_logits.float(), dim=-1)
-    p, q = lp.exp(), lq.exp()
-    diff = lp - lq
-    out = {
-        "jsd": _jsd(p, q, diff),
-        "kl_base_tuned": (p * diff).sum(-1).clamp_min(0.0),
-        "kl_tuned_base": (q * -diff).sum(-1).clamp_min(0.0),
-        "entropy_base": -(p * lp).sum(-1),
-        "entropy_tuned": -(q * lq).sum(-1),
-    }
+    out: dict[str, torch.Tensor] = {}
     kmax = min(max(TOP_K), lp.shape[-1])
     top_base = lp.topk(kmax, dim=-1).indices
     top_tuned = lq.topk(kmax, dim=-1).indices
@@ -96,11 +97,36 @@ def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dic
         shared = (top_base[:, :kk, None] == top_tuned[:, None, :kk]).any(-1).sum(-1)
         out[f"top{k}_overlap"] = shared.float() / kk
     base_top, tuned_top = top_base[:, 0], top_tuned[:, 0]
-    base_at_tuned_top = lp.gather(-1, tuned_top[:, None])
-    out["tuned_top_rank"] = (lp > base_at_tuned_top).sum(-1).float() + 1.0
-    out["argmax_changed"] = (base_top != tuned_top).float()
+    changed = base_top != tuned_top
+    rank = torch.ones(lp.shape[0], dtype=torch.float32, device=lp.device)
+    rows = changed.nonzero().squeeze(1)
+    if rows.numel():  # the rank is 1 wherever the argmax did not change; count only elsewhere
+        sub = lp[rows]
+        rank[rows] = (sub > sub.gather(-1, tuned_top[rows, None])).sum(-1).float() + 1.0
+        del sub
+    p, q = lp.exp(), lq.exp()
+    out["entropy_base"] = _row_dot(p, lp).neg_()
+    out["entropy_tuned"] = _row_dot(q, lq).neg_()
+    diff = lp.sub_(lq)  # log p - log q, in place
+    del lq
+    out["kl_base_tuned"] = _row_dot(p, diff).clamp_min(0.0)
+    out["kl_tuned_base"] = _row_dot(q, diff).neg_().clamp_min(0.0)
+    # Per entry, with d = log p - log q and t = softplus(-|d|) in [0, ln 2]:
+    #   p (ln2 - softplus(-d)) + q (ln2 - softplus(d)) = (p + q)(ln2 - t) - q max(d, 0) + p min(d, 0)
+    # (every large |d| is multiplied by the smaller of p and q, so nothing large cancels).
+    buffer = torch.clamp(diff, min=0.0)
+    q_pos = _row_dot(q, buffer)
+    torch.clamp(diff, max=0.0, out=buffer)
+    p_neg = _row_dot(p, buffer)
+    torch.abs(diff, out=buffer)
+    del diff
+    half_log_ratio = F.softplus(buffer.neg_()).neg_().add_(LN2)
+    del buffer
+    out["jsd"] = (0.5 * (_row_dot(p.add_(q), half_log_ratio) - q_pos + p_neg)).clamp_min(0.0)
+    out["tuned_top_rank"] = rank
+    out["argmax_changed"] = changed.float()
     out["base_top"], out["tuned_top"] = base_top, tuned_top
-    return out
+    return {name: out[name] for name in (*METRICS, "base_top", "tuned_top")}
 
 
 def body_hidden_states(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
