@@ -116,9 +116,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default=None, help="default: gpu-full on CUDA, else cpu-small")
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="also time the torch.compile-fused metrics (default: on CUDA only)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tokens_throughput.json"))
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.compile is None:
+        args.compile = device.type == "cuda"
     name = args.config or ("gpu-full" if device.type == "cuda" else "cpu-small")
     cfg = CONFIGS[name]
     reps = args.reps or cfg["reps"]
@@ -138,15 +144,19 @@ def main() -> None:
 
     default_sequences = sequences.tolist()
 
-    def divergence(chunk=cfg["chunk"], seqs=None):
+    def divergence(chunk=cfg["chunk"], seqs=None, compiled=False):
         seqs = default_sequences if seqs is None else seqs
-        score_sequences(base, tuned, seqs, [1] * len(seqs), pad_token_id=0, chunk_size=chunk)
+        score_sequences(base, tuned, seqs, [1] * len(seqs), pad_token_id=0, chunk_size=chunk, compiled=compiled)
         synchronize(device)
 
-    plain(), divergence()  # warm-up
-    times = {"plain": [], "divergence": []}
+    variants = [("plain", plain), ("divergence", divergence)]
+    if args.compile:
+        variants.append(("divergence_compiled", lambda: divergence(compiled=True)))
+    for _, fn in variants:
+        fn()  # warm-up (and compilation)
+    times = {key: [] for key, _ in variants}
     for _ in range(reps):
-        for key, fn in (("plain", plain), ("divergence", divergence)):
+        for key, fn in variants:
             start = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - start)
@@ -154,6 +164,7 @@ def main() -> None:
     tokens = batch * length
     plain_tps = tokens / statistics.median(times["plain"])
     divergence_tps = tokens / statistics.median(times["divergence"])
+    compiled_tps = tokens / statistics.median(times["divergence_compiled"]) if args.compile else None
 
     memory = []
     for mem_length in cfg["memory_lengths"]:
@@ -212,6 +223,8 @@ def main() -> None:
             "tokens_per_s_two_plain_forwards": round(plain_tps, 1),
             "tokens_per_s_divergence": round(divergence_tps, 1),
             "divergence_over_plain": round(divergence_tps / plain_tps, 3),
+            "tokens_per_s_divergence_compiled": round(compiled_tps, 1) if compiled_tps else None,
+            "divergence_compiled_over_plain": round(compiled_tps / plain_tps, 3) if compiled_tps else None,
             "target": ">= 0.80",
         },
         "peak_memory": {
@@ -234,6 +247,7 @@ def main() -> None:
     }
     atomic_write_json(args.out, result)
     print(json.dumps({"divergence_over_plain": result["divergence_pass"]["divergence_over_plain"],
+                      "divergence_compiled_over_plain": result["divergence_pass"]["divergence_compiled_over_plain"],
                       "cross_over_driver_alone": result["cross_sampling_decode"]["cross_over_driver_alone"],
                       "peak_memory": memory}))
 

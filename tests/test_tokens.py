@@ -101,6 +101,18 @@ def test_metrics_match_float64_numpy():
     assert got["base_top"].tolist() == np.argmax(base.numpy(), -1).tolist()
 
 
+@pytest.mark.slow
+def test_compiled_metrics_equal_eager():
+    """The torch.compile-fused divergences (meant for GPUs) give the eager numbers (CPU inductor here)."""
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(9, 257, generator=generator) * 3
+    tuned = base + torch.randn(9, 257, generator=generator) * torch.logspace(-3, 0.5, 9)[:, None]
+    eager = compare_logits(base, tuned)
+    fused = compare_logits(base, tuned, compiled=True)
+    for name in METRICS:
+        torch.testing.assert_close(fused[name], eager[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_disjoint_distributions_reach_ln2():
     base = torch.tensor([[20.0, -20.0, -20.0]])
     tuned = torch.tensor([[-20.0, 20.0, -20.0]])
@@ -291,3 +303,18 @@ def test_cli_tokens_writes_report(tiny_pair, tmp_path):
     assert (out / "figures" / "cross_sampling-accuracy.png").is_file()
     assert "Token-level divergence" in (out / "report.html").read_text()
     assert main([*argv[:-2], "--thresholds", "a,b"]) == 2
+
+
+def test_audit_runs_and_caches_the_token_steps(tiny_pair, tmp_path):
+    from rlvr_lens.audit import AuditConfig, audit_steps, run_steps
+    from rlvr_lens.models import ModelSpec
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples()[:2]))
+    specs = [ModelSpec("base", str(tiny_pair[0])), ModelSpec("rlvr", str(tiny_pair[1]))]
+    config = AuditConfig(analyses=("tokens",), max_new_tokens=5, batch_size=2, device="cpu")
+    first = run_steps(tmp_path / "run", audit_steps(specs, data, _samples()[:2], config))
+    assert [(s.name, s.status) for s in first.steps] == [("tokens-rlvr", "computed"), ("cross-sampling-rlvr", "computed")]
+    assert [type(r) for r in first.results] == [TokenDivergenceResult, CrossSamplingResult]
+    second = run_steps(tmp_path / "run", audit_steps(specs, data, _samples()[:2], config))
+    assert [s.status for s in second.steps] == ["cached", "cached"] and second.results == first.results

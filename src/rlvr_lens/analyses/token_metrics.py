@@ -74,43 +74,48 @@ def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every metric of the module docstring, per row.
+def _ranking_metrics(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Top-k overlaps, rank of the tuned top token under the base, argmax change, top ids.
 
-    Args:
-        base_logits, tuned_logits: ``[n, vocab]`` next-token logits (any float dtype).
-    Returns:
-        ``{name: [n] float32 tensor}`` for every name in :data:`METRICS`, plus ``base_top`` and
-        ``tuned_top``: ``[n]`` int64 ids of each model's most likely token.
-
-    Written for memory traffic: at most five ``[n, vocab]`` float32 tensors are alive at once
-    (row sums go through ``bmm``, differences are taken in place).
+    Computed on the logits as given: log-softmax shifts each row by a constant, so the
+    order (ties included: distinct bf16 values stay distinct in float32) is the same.
     """
-    lp = torch.log_softmax(base_logits.float(), dim=-1)
-    lq = torch.log_softmax(tuned_logits.float(), dim=-1)
     out: dict[str, torch.Tensor] = {}
-    kmax = min(max(TOP_K), lp.shape[-1])
-    top_base = lp.topk(kmax, dim=-1).indices
-    top_tuned = lq.topk(kmax, dim=-1).indices
+    kmax = min(max(TOP_K), base_logits.shape[-1])
+    top_base = base_logits.topk(kmax, dim=-1).indices
+    top_tuned = tuned_logits.topk(kmax, dim=-1).indices
     for k in TOP_K:
         kk = min(k, kmax)
         shared = (top_base[:, :kk, None] == top_tuned[:, None, :kk]).any(-1).sum(-1)
         out[f"top{k}_overlap"] = shared.float() / kk
     base_top, tuned_top = top_base[:, 0], top_tuned[:, 0]
     changed = base_top != tuned_top
-    rank = torch.ones(lp.shape[0], dtype=torch.float32, device=lp.device)
+    rank = torch.ones(base_logits.shape[0], dtype=torch.float32, device=base_logits.device)
     rows = changed.nonzero().squeeze(1)
     if rows.numel():  # the rank is 1 wherever the argmax did not change; count only elsewhere
-        sub = lp[rows]
+        sub = base_logits[rows]
         rank[rows] = (sub > sub.gather(-1, tuned_top[rows, None])).sum(-1).float() + 1.0
-        del sub
+    out["tuned_top_rank"] = rank
+    out["argmax_changed"] = changed.float()
+    out["base_top"], out["tuned_top"] = base_top, tuned_top
+    return out
+
+
+def _divergences(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(jsd, kl_base_tuned, kl_tuned_base, entropy_base, entropy_tuned)``, each ``[n]`` float32.
+
+    Eager version written for memory traffic: at most five ``[n, vocab]`` float32 tensors are
+    alive at once (row sums go through ``bmm``, differences are taken in place).
+    """
+    lp = torch.log_softmax(base_logits.float(), dim=-1)
+    lq = torch.log_softmax(tuned_logits.float(), dim=-1)
     p, q = lp.exp(), lq.exp()
-    out["entropy_base"] = _row_dot(p, lp).neg_()
-    out["entropy_tuned"] = _row_dot(q, lq).neg_()
+    entropy_base = _row_dot(p, lp).neg_()
+    entropy_tuned = _row_dot(q, lq).neg_()
     diff = lp.sub_(lq)  # log p - log q, in place
     del lq
-    out["kl_base_tuned"] = _row_dot(p, diff).clamp_min(0.0)
-    out["kl_tuned_base"] = _row_dot(q, diff).neg_().clamp_min(0.0)
+    kl_base_tuned = _row_dot(p, diff).clamp_min(0.0)
+    kl_tuned_base = _row_dot(q, diff).neg_().clamp_min(0.0)
     # Per entry, with d = log p - log q and t = softplus(-|d|) in [0, ln 2]:
     #   p (ln2 - softplus(-d)) + q (ln2 - softplus(d)) = (p + q)(ln2 - t) - q max(d, 0) + p min(d, 0)
     # (every large |d| is multiplied by the smaller of p and q, so nothing large cancels).
@@ -122,10 +127,51 @@ def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> dic
     del diff
     half_log_ratio = F.softplus(buffer.neg_()).neg_().add_(LN2)
     del buffer
-    out["jsd"] = (0.5 * (_row_dot(p.add_(q), half_log_ratio) - q_pos + p_neg)).clamp_min(0.0)
-    out["tuned_top_rank"] = rank
-    out["argmax_changed"] = changed.float()
-    out["base_top"], out["tuned_top"] = base_top, tuned_top
+    jsd = (0.5 * (_row_dot(p.add_(q), half_log_ratio) - q_pos + p_neg)).clamp_min(0.0)
+    return jsd, kl_base_tuned, kl_tuned_base, entropy_base, entropy_tuned
+
+
+def _divergences_fusable(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same as :func:`_divergences`, written as plain element-wise ops and row sums so that
+    ``torch.compile`` can fuse them into a few kernels that read the logits a few times."""
+    lp = torch.log_softmax(base_logits.float(), dim=-1)
+    lq = torch.log_softmax(tuned_logits.float(), dim=-1)
+    p, q = lp.exp(), lq.exp()
+    diff = lp - lq
+    half_log_ratio = LN2 - F.softplus(-diff.abs())
+    terms = (p + q) * half_log_ratio - q * diff.clamp_min(0.0) + p * diff.clamp_max(0.0)
+    return (
+        (0.5 * terms.sum(-1)).clamp_min(0.0),
+        (p * diff).sum(-1).clamp_min(0.0),
+        (-(q * diff).sum(-1)).clamp_min(0.0),
+        -(p * lp).sum(-1),
+        -(q * lq).sum(-1),
+    )
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def compare_logits(base_logits: torch.Tensor, tuned_logits: torch.Tensor, *, compiled: bool = False) -> dict[str, torch.Tensor]:
+    """Every metric of the module docstring, per row.
+
+    Args:
+        base_logits, tuned_logits: ``[n, vocab]`` next-token logits (any float dtype).
+        compiled: compute the divergences with a ``torch.compile``-fused kernel (worth it on a
+            GPU, where the eager version is bound by memory traffic; compiling takes a while
+            on first use).
+    Returns:
+        ``{name: [n] float32 tensor}`` for every name in :data:`METRICS`, plus ``base_top`` and
+        ``tuned_top``: ``[n]`` int64 ids of each model's most likely token.
+    """
+    if compiled:
+        if "divergences" not in _COMPILED:
+            _COMPILED["divergences"] = torch.compile(_divergences_fusable, dynamic=True)
+        divergences = _COMPILED["divergences"](base_logits, tuned_logits)
+    else:
+        divergences = _divergences(base_logits, tuned_logits)
+    out = dict(zip(("jsd", "kl_base_tuned", "kl_tuned_base", "entropy_base", "entropy_tuned"), divergences))
+    out.update(_ranking_metrics(base_logits, tuned_logits))
     return {name: out[name] for name in (*METRICS, "base_top", "tuned_top")}
 
 
@@ -150,6 +196,7 @@ def score_sequences(
     *,
     pad_token_id: int,
     chunk_size: int | None = 256,
+    compiled: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Teacher-force both models on token sequences and compare their next-token distributions.
 
@@ -161,6 +208,7 @@ def score_sequences(
             ``score_from .. len - 1``) are compared.
         pad_token_id: used for right padding (masked out).
         chunk_size: scored positions per unembedding chunk; ``None`` = all at once.
+        compiled: fuse the divergence kernels with ``torch.compile`` (see :func:`compare_logits`).
     Returns:
         per row, ``{metric: [n_scored] CPU tensor}`` (the keys of :func:`compare_logits`).
     """
@@ -190,7 +238,7 @@ def score_sequences(
         end = min(begin + step, n)
         base_logits = base.adapter.logits_from_normed(base.model, hidden[0][begin:end])
         tuned_logits = tuned.adapter.logits_from_normed(tuned.model, hidden[1][begin:end])
-        metrics = compare_logits(base_logits, tuned_logits.to(base_logits.device))
+        metrics = compare_logits(base_logits, tuned_logits.to(base_logits.device), compiled=compiled)
         del base_logits, tuned_logits
         for name, values in metrics.items():
             pieces[name].append(values.cpu())

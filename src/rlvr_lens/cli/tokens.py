@@ -60,6 +60,9 @@ def register(subparsers) -> None:
         help=f"positions per unembedding chunk (peak memory ~ chunk x vocab); 0 = no chunking (default: {d.chunk_size})",
     )
     parser.add_argument(
+        "--compile", action="store_true", help="fuse the metric kernels with torch.compile (faster on a GPU)"
+    )
+    parser.add_argument(
         "--thresholds",
         default=",".join(f"{t:g}" for t in c.thresholds),
         help="JSD thresholds (nats) of cross-sampling (default: %(default)s)",
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         chunk_size=args.chunk_size or None,
+        compile_metrics=args.compile,
     )
     divergence_config.check()
     cross_config = CrossSamplingConfig(
