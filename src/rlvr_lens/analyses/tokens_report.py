@@ -25,18 +25,20 @@ def plot_token_divergence(result) -> dict:
     import matplotlib.pyplot as plt
 
     figures = {}
-    fig, axis = plt.subplots(figsize=(6.5, 3.8))
-    for response in result.responses:
-        if response.jsd_percentiles:
-            values = [max(v, _FLOOR) for v in response.jsd_percentiles]
-            axis.plot(response.percentiles, values, marker=".", label=f"{response.responses_from} responses")
-    for threshold in (1e-3, 1e-2, 0.1):
-        axis.axhline(threshold, color="grey", lw=0.6, ls=":")
-    axis.set_yscale("log")
-    axis.set_xlabel("percentile of response tokens")
-    axis.set_ylabel("JSD(base, tuned) [nats]")
-    axis.set_title(f"Where {result.tuned} moved from {result.base}: JSD percentile curve", fontsize=10)
-    axis.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for axis, low in zip(axes, (0.0, 90.0)):
+        for response in result.responses:
+            points = [(x, max(v, _FLOOR)) for x, v in zip(response.percentiles, response.jsd_percentiles) if x >= low]
+            if points:
+                axis.plot(*zip(*points), marker=".", label=f"{response.responses_from} responses")
+        for threshold in (1e-3, 1e-2, 0.1):
+            axis.axhline(threshold, color="grey", lw=0.6, ls=":")
+        axis.set_yscale("log")
+        axis.set_xlabel("percentile of response tokens")
+    axes[0].set_ylabel("JSD(base, tuned) [nats]")
+    axes[0].set_title(f"Where {result.tuned} moved from {result.base}: JSD percentiles", fontsize=10)
+    axes[1].set_title("the top 10% of tokens", fontsize=10)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     figures["percentiles"] = fig
 
@@ -129,7 +131,7 @@ def section_token_divergence(result, figures: dict[str, Path]) -> Section:
     figs = []
     if "percentiles" in figures:
         figs.append(("JSD between base and tuned next-token distributions at each percentile of response tokens "
-                     "(log scale; dotted lines at 1e-3, 1e-2, 0.1).", figures["percentiles"]))
+                     "(log scale; dotted lines at 1e-3, 1e-2, 0.1); right: the top 10% enlarged.", figures["percentiles"]))
     if "position" in figures:
         figs.append(("Mean JSD against relative position in the response (binned).", figures["position"]))
     return Section("token_divergence", f"Token-level divergence: {result.tuned} vs {result.base}", summary,
@@ -142,13 +144,19 @@ def plot_cross_sampling(result) -> dict:
     fig, axis = plt.subplots(figsize=(6.5, 4))
     styles = {"forward": ("tab:blue", f"forward: {result.base} drives, {result.tuned} tokens taken"),
               "reverse": ("tab:red", f"reverse: {result.tuned} drives, {result.base} tokens taken")}
+    other_plain = {"forward": result.tuned_accuracy, "reverse": result.base_accuracy}
     for direction, (color, label) in styles.items():
         points = sorted((p.share_replaced, p.accuracy) for p in result.points if p.direction == direction)
         if points:
             axis.plot(*zip(*points), marker="o", color=color, label=label)
+            # every token from the other model = the other model's plain greedy decoding (threshold 0)
+            axis.plot([points[-1][0], 1.0], [points[-1][1], other_plain[direction]], color=color, ls=":", marker="o",
+                      markerfacecolor="white", markevery=[1])
     axis.axhline(result.base_accuracy, color="tab:blue", ls="--", lw=0.8, label=f"plain {result.base}")
     axis.axhline(result.tuned_accuracy, color="tab:red", ls="--", lw=0.8, label=f"plain {result.tuned}")
-    axis.set_xlabel("share of tokens taken from the other model")
+    axis.set_xlabel("share of tokens taken from the other model (log scale)")
+    axis.set_xscale("symlog", linthresh=1e-3)
+    axis.set_xlim(0, 1.05)
     axis.set_ylabel("accuracy (greedy)")
     axis.set_ylim(-0.02, 1.02)
     axis.set_title("Cross-sampling: accuracy against replaced tokens", fontsize=10)
@@ -189,7 +197,8 @@ def section_cross_sampling(result, figures: dict[str, Path]) -> Section:
     tables = [Table(["direction", "JSD threshold", "accuracy", "share replaced", "replaced / response",
                      "changed / response", "tokens / response", "accuracy by group"], rows,
                     "Cross-sampling runs (greedy)")]
-    figs = [("Accuracy against the share of tokens taken from the other model; dashed: plain decoding.",
+    figs = [("Accuracy against the share of tokens taken from the other model (open circle at 1: the other model's "
+             "plain greedy decoding); dashed: plain decoding.",
              figures["accuracy"])] if "accuracy" in figures else []
     return Section("cross_sampling", f"Cross-sampling: {result.tuned} vs {result.base}", summary, paragraphs, tables, figs)
 
