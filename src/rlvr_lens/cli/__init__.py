@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "rlvr_lens.cli.audit",
     "rlvr_lens.cli.perplexity",
     "rlvr_lens.cli.contamination",
+    "rlvr_lens.cli.tokens",
     "rlvr_lens.cli.weights",
     "rlvr_lens.cli.train",
     "rlvr_lens.cli.organism",

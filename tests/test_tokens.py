@@ -1,0 +1,320 @@
+"""Token-level forensics: metrics against float64 NumPy, chunking, the two-cache cross-decoder,
+and the analyses end to end (tiny random checkpoints, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlvr_lens.analyses.cross_decode import cross_decode
+from rlvr_lens.analyses.token_metrics import (
+    METRICS,
+    TOP_K,
+    body_hidden_states,
+    compare_logits,
+    score_sequences,
+)
+from rlvr_lens.analyses.tokens import (
+    CrossSamplingConfig,
+    CrossSamplingResult,
+    TokenDivergenceConfig,
+    TokenDivergenceResult,
+    _auroc,
+    cross_sampling,
+    token_divergence,
+)
+from rlvr_lens.data.sample import Sample
+from rlvr_lens.errors import UserError
+from rlvr_lens.generation import generate
+from rlvr_lens.models import load_model
+from rlvr_lens.models.tiny import build_tokenizer, save_tiny_checkpoint
+
+PROMPTS = ["What is 12 + 7 * 3?", "Let x be a real number such that", "Compute the sum"]
+
+
+# ----------------------------------------------------------------------------- references
+def _np_reference(base_logits: np.ndarray, tuned_logits: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric recomputed in float64 NumPy, straight from the definitions."""
+
+    def log_softmax(x):
+        x = x - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    lp, lq = log_softmax(base_logits.astype(np.float64)), log_softmax(tuned_logits.astype(np.float64))
+    p, q = np.exp(lp), np.exp(lq)
+    m = (p + q) / 2
+    out = {
+        "jsd": 0.5 * (p * (lp - np.log(m))).sum(-1) + 0.5 * (q * (lq - np.log(m))).sum(-1),
+        "kl_base_tuned": (p * (lp - lq)).sum(-1),
+        "kl_tuned_base": (q * (lq - lp)).sum(-1),
+        "entropy_base": -(p * lp).sum(-1),
+        "entropy_tuned": -(q * lq).sum(-1),
+    }
+    order_p, order_q = np.argsort(-lp, -1), np.argsort(-lq, -1)
+    for k in TOP_K:
+        out[f"top{k}_overlap"] = np.array([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(order_p, order_q)])
+    top_q = order_q[:, 0]
+    out["tuned_top_rank"] = np.array([1 + int((row > row[t]).sum()) for row, t in zip(lp, top_q)], dtype=np.float64)
+    out["argmax_changed"] = (order_p[:, 0] != top_q).astype(np.float64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_pair):
+    base, tuned = tiny_pair
+    return load_model(str(base), "float32", "cpu", name="base"), load_model(str(tuned), "float32", "cpu", name="tuned")
+
+
+@pytest.fixture(scope="module")
+def gemma_pair(tmp_path_factory, tokenizer):
+    """A gemma2 pair with strong final-logit soft-capping (cap 2), so a missing cap shows."""
+    root = tmp_path_factory.mktemp("gemma")
+    paths = [
+        save_tiny_checkpoint(root / name, "gemma2", seed=seed, tokenizer=tokenizer, final_logit_softcapping=2.0)
+        for name, seed in (("base", 0), ("tuned", 1))
+    ]
+    return tuple(load_model(str(p), "float32", "cpu", name=n) for p, n in zip(paths, ("base", "tuned")))
+
+
+def _ids(tokenizer, prompts=PROMPTS):
+    return [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics_match_float64_numpy():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 300, generator=generator) * torch.linspace(0.2, 6.0, 64)[:, None]
+    tuned = base + torch.randn(64, 300, generator=generator) * torch.logspace(-4, 0.5, 64)[:, None]
+    got = compare_logits(base, tuned)
+    want = _np_reference(base.numpy(), tuned.numpy())
+    for name in METRICS:
+        np.testing.assert_allclose(got[name].numpy(), want[name], rtol=1e-4, atol=2e-6, err_msg=name)
+    # tiny divergences (rows with noise 1e-4 have JSD ~ 1e-9) stay within float32's floor of a few 1e-8 nats
+    small = want["jsd"] < 1e-6
+    assert small.any()
+    np.testing.assert_allclose(got["jsd"].numpy()[small], want["jsd"][small], rtol=0, atol=5e-8)
+    assert (got["jsd"].numpy() <= math.log(2) + 1e-6).all()
+    assert got["base_top"].tolist() == np.argmax(base.numpy(), -1).tolist()
+
+
+@pytest.mark.slow
+def test_compiled_metrics_equal_eager():
+    """The torch.compile-fused divergences (meant for GPUs) give the eager numbers (CPU inductor here)."""
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(9, 257, generator=generator) * 3
+    tuned = base + torch.randn(9, 257, generator=generator) * torch.logspace(-3, 0.5, 9)[:, None]
+    eager = compare_logits(base, tuned)
+    fused = compare_logits(base, tuned, compiled=True)
+    for name in METRICS:
+        torch.testing.assert_close(fused[name], eager[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_disjoint_distributions_reach_ln2():
+    base = torch.tensor([[20.0, -20.0, -20.0]])
+    tuned = torch.tensor([[-20.0, 20.0, -20.0]])
+    got = compare_logits(base, tuned)
+    assert got["jsd"].item() == pytest.approx(math.log(2), rel=1e-6)
+    assert got["tuned_top_rank"].item() == 2.0 and got["argmax_changed"].item() == 1.0
+
+
+def test_auroc_hand_worked():
+    # positives 0.4, 0.8 vs negatives 0.1, 0.35: 4 pairs, 4 ranked right -> 1.0; swap one -> 0.75
+    assert _auroc([0.1, 0.4, 0.35, 0.8], [False, True, False, True]) == 1.0
+    assert _auroc([0.1, 0.3, 0.35, 0.8], [False, True, False, True]) == 0.75
+    assert _auroc([0.5, 0.5], [True, False]) == 0.5
+    assert _auroc([1.0], [True]) is None
+
+
+# ----------------------------------------------------------------------------- teacher forcing
+def _reference_rows(base, tuned, sequences, starts):
+    """Per row: metrics from each model's own full forward pass (transformers' logits), unpadded."""
+    rows = []
+    for seq, start in zip(sequences, starts):
+        ids = torch.tensor([seq])
+        with torch.no_grad():
+            lb = base.model(ids).logits[0, start - 1 : len(seq) - 1]
+            lt = tuned.model(ids).logits[0, start - 1 : len(seq) - 1]
+        rows.append(compare_logits(lb, lt))
+    return rows
+
+
+@pytest.mark.parametrize("which", ["pair", "gemma_pair"])
+def test_chunked_equals_unchunked_and_transformers_logits(which, request, tokenizer):
+    base, tuned = request.getfixturevalue(which)
+    generator = torch.Generator().manual_seed(3)
+    sequences = [p + torch.randint(2, len(tokenizer), (n,), generator=generator).tolist() for p, n in zip(_ids(tokenizer), (30, 7, 19))]
+    starts = [len(p) for p in _ids(tokenizer)]
+    full = score_sequences(base, tuned, sequences, starts, pad_token_id=tokenizer.pad_token_id, chunk_size=None)
+    chunked = score_sequences(base, tuned, sequences, starts, pad_token_id=tokenizer.pad_token_id, chunk_size=5)
+    reference = _reference_rows(base, tuned, sequences, starts)
+    for a, b, ref, seq, start in zip(full, chunked, reference, sequences, starts):
+        assert len(a["jsd"]) == len(seq) - start
+        for name in METRICS:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)  # BLAS blocking differs by shape
+            torch.testing.assert_close(a[name], ref[name], rtol=1e-4, atol=1e-5)
+        assert a["jsd"].max() > 1e-4  # the two models do differ
+
+
+def test_softcapping_is_applied(gemma_pair, tokenizer):
+    base, _ = gemma_pair
+    ids = torch.tensor([_ids(tokenizer)[0]])
+    with torch.no_grad():
+        hidden = body_hidden_states(base, ids, torch.ones_like(ids))
+        ours = base.adapter.logits_from_normed(base.model, hidden)
+        theirs = base.model(ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert theirs.abs().max() < 2.0  # the cap of 2 is active
+
+
+def test_model_against_itself_has_zero_divergence(pair, tokenizer):
+    base, _ = pair
+    sequences = [p + list(range(5, 25)) for p in _ids(tokenizer)]
+    rows = score_sequences(base, base, sequences, [len(p) for p in _ids(tokenizer)], pad_token_id=1, chunk_size=4)
+    for row in rows:
+        assert row["jsd"].abs().max() <= 1e-7
+        assert row["kl_base_tuned"].abs().max() <= 1e-6 and row["kl_tuned_base"].abs().max() <= 1e-6
+        assert (row["top10_overlap"] == 1).all() and (row["tuned_top_rank"] == 1).all()
+        assert (row["argmax_changed"] == 0).all()
+        torch.testing.assert_close(row["entropy_base"], row["entropy_tuned"], rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- cross-decoding
+@pytest.mark.parametrize("which", ["pair", "gemma_pair"])
+def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
+    base, tuned = request.getfixturevalue(which)
+    prompts = _ids(tokenizer)
+    kwargs = dict(max_new_tokens=14, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    plain_base = [g.token_ids for g in generate(base.model, tokenizer, PROMPTS, max_new_tokens=14)]
+    plain_tuned = [g.token_ids for g in generate(tuned.model, tokenizer, PROMPTS, max_new_tokens=14)]
+    assert plain_base != plain_tuned
+
+    never = cross_decode(base.model, tuned.model, prompts, threshold=math.inf, **kwargs)
+    assert never.token_ids == plain_base
+    assert not any(map(any, never.from_other))
+    always = cross_decode(base.model, tuned.model, prompts, threshold=0.0, **kwargs)
+    assert always.token_ids == plain_tuned
+    reverse_never = cross_decode(tuned.model, base.model, prompts, threshold=math.inf, **kwargs)
+    assert reverse_never.token_ids == plain_tuned
+
+    middle = float(np.median([v for row in never.jsd for v in row]))
+    cached = cross_decode(base.model, tuned.model, prompts, threshold=middle, **kwargs)
+    uncached = cross_decode(base.model, tuned.model, prompts, threshold=middle, use_cache=False, **kwargs)
+    assert cached.token_ids == uncached.token_ids and cached.from_other == uncached.from_other
+    np.testing.assert_allclose(sum(cached.jsd, []), sum(uncached.jsd, []), rtol=1e-4, atol=1e-7)
+    assert 0 < sum(map(sum, cached.from_other)) < sum(map(len, cached.token_ids))
+    # the rule: a token comes from the other model exactly where the step's JSD exceeds the threshold
+    assert [[j > middle for j in row] for row in cached.jsd] == cached.from_other
+    one_by_one = [cross_decode(base.model, tuned.model, [p], threshold=middle, **kwargs) for p in prompts]
+    assert [o.token_ids[0] for o in one_by_one] == cached.token_ids
+    np.testing.assert_allclose(sum((o.jsd[0] for o in one_by_one), []), sum(cached.jsd, []), rtol=1e-4, atol=1e-7)
+
+
+def test_cross_decode_stops_rows_at_eos(pair, tokenizer):
+    base, tuned = pair
+    prompts = _ids(tokenizer)
+    plain = cross_decode(base.model, tuned.model, prompts, threshold=math.inf, max_new_tokens=12, pad_token_id=1, eos_token_id=None)
+    stop = plain.token_ids[0][3]  # make the 4th greedy token of row 0 the "EOS"
+    cut = cross_decode(base.model, tuned.model, prompts, threshold=math.inf, max_new_tokens=12, pad_token_id=1, eos_token_id=stop)
+    assert cut.token_ids[0] == plain.token_ids[0][: plain.token_ids[0].index(stop)]
+    for full, short in zip(plain.token_ids[1:], cut.token_ids[1:]):
+        assert short == (full[: full.index(stop)] if stop in full else full)
+
+
+# ----------------------------------------------------------------------------- analyses
+def _samples():
+    return [Sample(str(i), p, "33", labels={"leaked": i % 2 == 0}) for i, p in enumerate(PROMPTS * 2)]
+
+
+def test_token_divergence_end_to_end(pair, tokenizer):
+    base, tuned = pair
+    samples = _samples()
+    config = TokenDivergenceConfig(max_new_tokens=12, batch_size=4, chunk_size=7, top_tokens=5)
+    result = token_divergence(base, tuned, samples, config)
+    assert [r.responses_from for r in result.responses] == ["tuned", "base"]
+    tuned_responses = result.responses[0]
+    generations = generate(tuned.model, tokenizer, [s.prompt + "\n" for s in samples], max_new_tokens=12)
+    ended = [len(g.token_ids) < 12 for g in generations]
+    assert tuned_responses.n_tokens == sum(len(g.token_ids) + e for g, e in zip(generations, ended))
+    assert sum(tuned_responses.position_counts) == tuned_responses.n_tokens
+    # the most shifted token: recompute its JSD from transformers' logits at the right position
+    top = tuned_responses.top_tokens[0]
+    row = next(i for i, s in enumerate(samples) if s.id == top.sample_id)
+    prompt = tokenizer(samples[row].prompt + "\n", add_special_tokens=False).input_ids
+    seq = prompt + generations[row].token_ids
+    ref = _reference_rows(base, tuned, [seq], [len(prompt)])[0]
+    assert top.jsd == pytest.approx(float(ref["jsd"][top.position]), rel=1e-4)
+    assert top.jsd == pytest.approx(tuned_responses.jsd_percentiles[-1], rel=1e-6)
+    assert top.token == tokenizer.decode([seq[len(prompt) + top.position]])
+    # per-sample and per-group summaries agree with each other
+    per_sample = {s.sample_id: s for s in tuned_responses.samples}
+    assert per_sample[top.sample_id].max_jsd == pytest.approx(top.jsd, rel=1e-6)
+    leaked = tuned_responses.groups["leaked"]
+    assert leaked.n_samples == 3 and leaked.n_tokens == sum(per_sample[s.id].n_tokens for s in samples if s.labels["leaked"])
+    assert tuned_responses.auroc_mean_jsd == pytest.approx(
+        _auroc([per_sample[s.id].mean_jsd for s in samples], [s.labels["leaked"] for s in samples])
+    )
+    assert per_sample["0"].labels == {"leaked": True}
+    again = TokenDivergenceResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result
+
+
+def test_cross_sampling_end_to_end(pair, tokenizer):
+    base, tuned = pair
+    samples = _samples()
+    result = cross_sampling(base, tuned, samples, CrossSamplingConfig(max_new_tokens=10, batch_size=4, thresholds=(0.0,), top_fractions=(0.5,)))
+    plain = [p for p in result.points if p.threshold is None]
+    assert [p.direction for p in plain] == ["forward", "reverse"]
+    assert all(p.share_replaced == 0 for p in plain)
+    always = [p for p in result.points if p.threshold == 0.0]
+    assert all(p.share_replaced == pytest.approx(1.0) for p in always)
+    half = [p for p in result.points if p.top_fraction == 0.5]
+    assert len(half) == 2 and all(0 < p.share_replaced < 1 for p in half)
+    assert all(p.replaced_per_response == pytest.approx(p.share_replaced * p.mean_length) for p in result.points)
+    assert set(result.points[0].group_accuracy) == {"leaked", "clean"}
+    again = CrossSamplingResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result
+
+
+def test_pair_with_other_vocabulary_is_a_user_error(pair, tmp_path):
+    base, _ = pair
+    other_tokenizer = build_tokenizer(vocab_size=320)
+    other = load_model(str(save_tiny_checkpoint(tmp_path / "other", "qwen2", tokenizer=other_tokenizer)), "float32", "cpu")
+    with pytest.raises(UserError, match="cannot be compared token by token"):
+        token_divergence(base, other, _samples())
+    with pytest.raises(UserError, match="cannot be compared token by token"):
+        cross_sampling(base, other, _samples())
+
+
+def test_cli_tokens_writes_report(tiny_pair, tmp_path):
+    from rlvr_lens.cli import main
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples()[:3]))
+    base, tuned = tiny_pair
+    out = tmp_path / "run"
+    argv = ["tokens", "--model", f"base={base}", "--model", f"tuned={tuned}", "--data", str(data), "--out", str(out),
+            "--max-new-tokens", "6", "--thresholds", "0.01", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    assert (out / "token_divergence.json").is_file() and (out / "cross_sampling.json").is_file()
+    assert (out / "figures" / "cross_sampling-accuracy.png").is_file()
+    assert "Token-level divergence" in (out / "report.html").read_text()
+    assert main([*argv[:-2], "--thresholds", "a,b"]) == 2
+
+
+def test_audit_runs_and_caches_the_token_steps(tiny_pair, tmp_path):
+    from rlvr_lens.audit import AuditConfig, audit_steps, run_steps
+    from rlvr_lens.models import ModelSpec
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples()[:2]))
+    specs = [ModelSpec("base", str(tiny_pair[0])), ModelSpec("rlvr", str(tiny_pair[1]))]
+    config = AuditConfig(analyses=("tokens",), max_new_tokens=5, batch_size=2, device="cpu")
+    first = run_steps(tmp_path / "run", audit_steps(specs, data, _samples()[:2], config))
+    assert [(s.name, s.status) for s in first.steps] == [("tokens-rlvr", "computed"), ("cross-sampling-rlvr", "computed")]
+    assert [type(r) for r in first.results] == [TokenDivergenceResult, CrossSamplingResult]
+    second = run_steps(tmp_path / "run", audit_steps(specs, data, _samples()[:2], config))
+    assert [s.status for s in second.steps] == ["cached", "cached"] and second.results == first.results
