@@ -40,8 +40,8 @@ def register(subparsers) -> None:
 def demo_plan(manifest) -> dict[str, list]:
     """Which checkpoints each part of the demo audit compares, from an organism manifest.
 
-    * ``trajectories``: base followed by every saved step of each RL run (perplexity paradox
-      along training);
+    * ``trajectories``: RL run name -> base followed by every saved step of that run
+      (perplexity paradox along training);
     * ``checkpoints``: base, sft and the final checkpoint of each RL run (probe, weights);
     * ``pairs``: the RL runs compared token by token with the base.
     """
@@ -52,11 +52,11 @@ def demo_plan(manifest) -> dict[str, list]:
     base = ModelSpec("base", str(manifest.checkpoint("base")))
     finals = [ModelSpec(name, str(manifest.checkpoint(name))) for name in stages if name != "base"]
     rl_names = [name for name in stages if name.startswith("rlvr-")]
-    trajectories = []
+    trajectories = {}
     for name in rl_names:
         steps = [ModelSpec(f"{name}/{Path(c).name}", str(root / c)) for c in stages[name].checkpoints]
         if steps:
-            trajectories.append([base, *steps])
+            trajectories[name] = [base, *steps]
     return {"trajectories": trajectories, "checkpoints": [base, *finals], "pairs": rl_names}
 
 
@@ -80,24 +80,22 @@ def run(args: argparse.Namespace) -> int:
     plan = demo_plan(manifest)
     common = dict(template="organism", batch_size=args.batch_size, device=args.device, dtype="float32")
     steps = []
-    unavailable: list[str] = []  # analyses whose module is missing from this installation
-
-    def add_steps(specs, config) -> None:
-        try:
-            steps.extend(audit_steps(specs, data_path, samples, config, show_progress=show))
-        except ImportError as error:
-            unavailable.append(f"{', '.join(config.analyses)} ({error})")
-
-    for series in plan["trajectories"]:
-        add_steps(series, AuditConfig(analyses=("perplexity",), **common))
-    add_steps(
+    for rl_name, series in plan["trajectories"].items():
+        trajectory = audit_steps(series, data_path, samples, AuditConfig(analyses=("perplexity",), **common), show_progress=show)
+        for step in trajectory:
+            step.name = f"{step.name}-{rl_name}"  # one perplexity trajectory per RL run
+        steps += trajectory
+    steps += audit_steps(
         plan["checkpoints"],
+        data_path,
+        samples,
         AuditConfig(
             analyses=("contamination", "tokens", "weights"),
             token_pairs=tuple(plan["pairs"]),
             max_new_tokens=manifest.config.get("eval_max_new_tokens", 64),
             **common,
         ),
+        show_progress=show,
     )
     print(f"[2/2] audit: {len(steps)} steps, {len(samples)} evaluation samples -> {out}", file=sys.stderr)
 
@@ -110,16 +108,13 @@ def run(args: argparse.Namespace) -> int:
         f"model organism: preset {manifest.preset}, seed {manifest.seed}, built in {organism_dir}",
         f"evaluation set: {data_path} ({len(samples)} samples, labelled leaked / clean)",
     ] + [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
-    context += [f"<b>analysis not available</b>: {item}" for item in unavailable]
     from rlvr_lens.train.grpo import GRPORun
 
     runs = [Path(manifest.root) / name / "grpo_run.json" for name in plan["pairs"]]
     grpo_runs = [GRPORun.load(p) for p in runs if p.is_file()]  # training curves of the organism's RL stages
     path = write_run(out, [manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
     print(f"report: {path}")
-    for item in unavailable:
-        print(f"error: analysis not available: {item}", file=sys.stderr)
-    if outcome.failed or unavailable:
-        print(f"error: {len(outcome.failed) + len(unavailable)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
+    if outcome.failed:
+        print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
         return 1
     return 0
