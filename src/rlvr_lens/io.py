@@ -63,3 +63,18 @@ def atomic_save_figure(path: str | os.PathLike, figure, *, dpi: int = 110) -> Pa
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_pretrained(model, tokenizer, directory: str | os.PathLike) -> Path:
+    """``save_pretrained`` model and tokenizer through a temporary sibling directory renamed into
+    place, so ``directory`` is either a whole checkpoint or absent (a previous one is replaced)."""
+    import shutil
+
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+    return directory

@@ -31,6 +31,7 @@ from rlvr_lens.data.readers import write_samples
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import apply_template
 from rlvr_lens.errors import UserError
+from rlvr_lens.io import atomic_save_pretrained
 from rlvr_lens.organism.corpus import SPLITS, CorpusConfig, generate_corpus
 from rlvr_lens.organism.manifest import MANIFEST_NAME, OrganismManifest, Stage
 from rlvr_lens.organism.pretrain import ModelShape, TrainSettings
@@ -171,16 +172,6 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def _save_checkpoint(model, tokenizer, directory: Path) -> None:
-    """``save_pretrained`` through a temporary sibling, renamed into place (never half-written)."""
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
-
-
 def evaluation_sets(splits: dict[str, list[Sample]], rl_eval_size: int) -> dict[str, list[Sample]]:
     """The samples behind each accuracy column: eval split by label, benchmark, the first rl_train problems."""
     return {
@@ -306,7 +297,7 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
     model = build_model(config.model, tokenizer, seed)
     settings = dataclasses.replace(config.pretrain, seed=seed, loss_on="all")
     stats = train_causal_lm(model, tokenizer, documents, settings, device=resolved, show_progress=show_progress, desc="pretrain")
-    _save_checkpoint(model, tokenizer, root / "base")
+    atomic_save_pretrained(model, tokenizer, root / "base")
     wall, cpu = clock.elapsed()
     stages.append(Stage("base", ["base"], _accuracies(model, tokenizer, sets, config), wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"]}))
     parameters = sum(p.numel() for p in model.parameters())
@@ -317,7 +308,7 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
     sft_documents = [(apply_template(s.prompt, "organism"), s.solution or "") for s in corpus["rl_train"]]
     settings = dataclasses.replace(config.sft, seed=seed, loss_on="completion")
     stats = train_causal_lm(model, tokenizer, sft_documents, settings, device=resolved, show_progress=show_progress, desc="sft")
-    _save_checkpoint(model, tokenizer, root / "sft")
+    atomic_save_pretrained(model, tokenizer, root / "sft")
     wall, cpu = clock.elapsed()
     stages.append(Stage("sft", ["sft"], _accuracies(model, tokenizer, sets, config), wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"]}))
     del model

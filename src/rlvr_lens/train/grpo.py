@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import TEMPLATES, apply_template
 from rlvr_lens.errors import UserError
+from rlvr_lens.io import atomic_save_pretrained
 from rlvr_lens.report.registry import register
 from rlvr_lens.results import Result
 from rlvr_lens.train.report import ENTRY as _REPORT_ENTRY
@@ -261,16 +261,6 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def _save_step(model, tokenizer, directory: Path) -> None:
-    """Save model + tokenizer to ``directory`` through a temporary sibling (never half-written)."""
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
-
-
 def _make_callback(
     settings: GRPOSettings,
     out_dir: Path,
@@ -336,7 +326,7 @@ def _make_callback(
                 self.pending_eval = self._evaluate()
             if (settings.save_every and step % settings.save_every == 0) or last:
                 directory = out_dir / f"step-{step}"
-                _save_step(self._model(), tokenizer, directory)
+                atomic_save_pretrained(self._model(), tokenizer, directory)
                 self.checkpoints.append(str(directory))
             if self.bar is not None:
                 self.bar.update(1)
