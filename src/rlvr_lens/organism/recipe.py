@@ -89,7 +89,7 @@ def _cpu_small() -> OrganismConfig:
             # 64 on-policy steps at lr 1e-4: +15/+2/+6 rl_train points over 3 seeds, where the
             # earlier 16 steps x 2 per batch at 5e-5 gave +9/+2/-1 (benchmarks/results/organism_grpo_sweep.json).
             steps=64, prompts_per_step=8, group_size=8, learning_rate=1e-4, max_new_tokens=40,
-            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=32, eval_max_new_tokens=40,
+            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=64, eval_max_new_tokens=40,
             eval_batch_size=64, track_kl=True,
         ),
         torch_threads=1,
