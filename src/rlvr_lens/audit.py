@@ -16,6 +16,7 @@ import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -239,35 +240,28 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
         for name in wanted:
             tuned_spec = by_name[name]
 
-            def load_pair(tuned_spec=tuned_spec):
+            def run_on_pair(analysis, settings_type, tuned_spec=tuned_spec):
+                """Load base and tuned, run ``analysis`` on them, and free both whatever happens."""
                 base = load_model(base_spec.source, config.dtype, config.device, name=base_spec.name)
                 tuned = load_model(tuned_spec.source, config.dtype, config.device, name=tuned_spec.name)
-                return base, tuned
-
-            def run_divergence(load_pair=load_pair):
-                base, tuned = load_pair()
                 try:
-                    cfg = TokenDivergenceConfig(
+                    settings = settings_type(
                         template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
                     )
-                    return token_divergence(base, tuned, samples, cfg, show_progress=show_progress)
-                finally:
-                    free_model(base), free_model(tuned)
-
-            def run_cross(load_pair=load_pair):
-                base, tuned = load_pair()
-                try:
-                    cfg = CrossSamplingConfig(
-                        template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
-                    )
-                    return cross_sampling(base, tuned, samples, cfg, show_progress=show_progress)
+                    return analysis(base, tuned, samples, settings, show_progress=show_progress)
                 finally:
                     free_model(base), free_model(tuned)
 
             pair_key = {**common, "pair": [base_spec.name, name], "dtype": config.dtype, "max_new_tokens": config.max_new_tokens}
-            steps.append(AuditStep(f"tokens-{name}", TokenDivergenceResult, pair_key, run_divergence))
+            steps.append(
+                AuditStep(f"tokens-{name}", TokenDivergenceResult, pair_key, partial(run_on_pair, token_divergence, TokenDivergenceConfig))
+            )
             if config.cross_sampling:
-                steps.append(AuditStep(f"cross-sampling-{name}", CrossSamplingResult, pair_key, run_cross))
+                steps.append(
+                    AuditStep(
+                        f"cross-sampling-{name}", CrossSamplingResult, pair_key, partial(run_on_pair, cross_sampling, CrossSamplingConfig)
+                    )
+                )
     if "weights" in config.analyses:
         from rlvr_lens.analyses.weights import WeightsConfig, WeightsResult, weight_forensics
 
