@@ -242,9 +242,10 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
 
             def run_on_pair(analysis, settings_type, tuned_spec=tuned_spec):
                 """Load base and tuned, run ``analysis`` on them, and free both whatever happens."""
-                base = load_model(base_spec.source, config.dtype, config.device, name=base_spec.name)
-                tuned = load_model(tuned_spec.source, config.dtype, config.device, name=tuned_spec.name)
+                base = tuned = None
                 try:
+                    base = load_model(base_spec.source, config.dtype, config.device, name=base_spec.name)
+                    tuned = load_model(tuned_spec.source, config.dtype, config.device, name=tuned_spec.name)
                     settings = settings_type(
                         template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
                     )
