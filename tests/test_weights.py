@@ -361,3 +361,28 @@ def test_cli_writes_report_and_exits_2_on_missing_path(tmp_path, tiny_pair, caps
     assert code == 2
     assert "No checkpoint directory" in capsys.readouterr().err
     assert not (tmp_path / "x" / "weights.json").exists()
+
+
+@pytest.mark.parametrize("metrics", ["cheap", "all"])
+def test_chunks_respect_chunk_mb_for_wide_matrices(tmp_path, monkeypatch, metrics):
+    """Every row chunk holds at most ``chunk_mb`` of float32 per tensor, the wide ``down`` included
+    (the cheap pass cuts stored rows of 96 entries; the spectral one rows of the tall orientation)."""
+    import rlvr_lens.analyses.weights as weights_module
+
+    base, _ = _base_tensors()
+    tuned = {name: w + 0.01 for name, w in base.items()}
+    sizes: dict[str, list[int]] = {}
+    original = weights_module._chunks
+
+    def spy(readers, name, shape, chunk_rows, **kw):
+        for chunk in original(readers, name, shape, chunk_rows, **kw):
+            sizes.setdefault(name, []).append(max(c.numel() for c in chunk))
+            yield chunk
+
+    monkeypatch.setattr(weights_module, "_chunks", spy)
+    config = WeightsConfig(metrics=metrics, k_fraction=0.1, k_fixed=K, chunk_mb=0.004)  # 1048 float32 entries
+    result = _run(tmp_path, base, {"t": tuned}, config)
+    budget = int(0.004 * (1 << 20)) // 4
+    assert sum(sizes[DOWN]) >= base[DOWN].size  # every entry went through a chunk
+    assert max(sizes[DOWN]) <= budget and max(sizes[UP]) <= budget and max(sizes[Q]) <= budget
+    assert result.row("t", DOWN).sparsity == 0.0

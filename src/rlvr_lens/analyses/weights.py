@@ -497,8 +497,11 @@ def _analyse_tensor(
     rows_stored, cols = (shape[0], math.prod(shape[1:])) if is_matrix else (shape[0], 1)
     transposed = is_matrix and rows_stored < cols
     m, n = (cols, rows_stored) if transposed else (rows_stored, cols)
-    chunk_rows = max(1, int(config.chunk_mb * (1 << 20)) // (4 * n))
     spectral = config.metrics == "all" and is_matrix and min(m, n) >= 2
+    # a chunk holds chunk_rows rows of the orientation _chunks cuts: the tall one A ([m, n]) for
+    # the spectral passes, the stored one ([rows_stored, cols]) for the cheap pass alone
+    row_length = n if spectral else cols
+    chunk_rows = max(1, int(config.chunk_mb * (1 << 20)) // (4 * row_length))
     wdt = torch.float64 if (config.svd_dtype == "float64" or (config.svd_dtype == "auto" and device.type == "cpu")) else torch.float32
     nruns = len(runs)
     cheap = [_Cheap() for _ in runs]
