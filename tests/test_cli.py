@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -28,3 +29,23 @@ def test_command_help_exits_0(module):
     done = subprocess.run([sys.executable, "-m", "rlvr_lens.cli", name, "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["weights", "tokens"])
+def test_failed_command_leaves_no_empty_out_directory(tmp_path, capsys, tiny_pair, command):
+    """The base and the data are fine, the tuned checkpoint is missing: the error comes after
+    ``--out`` was created, and the directories the command created are removed again."""
+    base, _ = tiny_pair
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "What is 2+2?", "answer": "4"}) + "\n")
+    argv = [command, "--model", f"base={base}", "--model", f"tuned={tmp_path / 'absent'}", "--no-progress"]
+    if command == "tokens":
+        argv += ["--data", str(data)]
+    out = tmp_path / "runs" / "new"
+    assert main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: No checkpoint directory")
+    assert not (tmp_path / "runs").exists()  # both directories it created are gone
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    assert main([*argv, "--out", str(existing)]) == 2
+    assert existing.is_dir()  # a directory the user already had is never removed

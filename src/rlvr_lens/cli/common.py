@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,26 +87,47 @@ def load_data(args: argparse.Namespace):
     return report.samples
 
 
+#: Output directories this process created; :func:`run_guarded` removes those still empty when a command fails.
+_CREATED_OUT_DIRS: list[Path] = []
+
+
 def check_out_dir(path: str) -> Path:
+    """The ``--out`` directory, created if needed (and removed again if the command fails before writing)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {path} is a file; give a directory.")
+    missing = [d for d in (out, *out.parents) if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
+    _CREATED_OUT_DIRS.extend(missing)  # deepest first
     return out
+
+
+def _remove_empty_out_dirs() -> None:
+    """Remove the directories :func:`check_out_dir` created that are still empty (deepest first)."""
+    while _CREATED_OUT_DIRS:
+        directory = _CREATED_OUT_DIRS.pop(0)
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only succeeds on an empty directory
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command; a user error or out-of-memory becomes one sentence and exit status 2."""
     import torch
 
+    _CREATED_OUT_DIRS.clear()
+    status = 1
     try:
-        return int(func(args) or 0)
+        status = int(func(args) or 0)
     except UserError as error:
         print(f"error: {error.message}", file=sys.stderr)
-        return error.exit_code
+        status = error.exit_code
     except torch.OutOfMemoryError:
         print("error: out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu.", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print("interrupted; finished results are saved, unfinished ones were not written.", file=sys.stderr)
-        return 130
+        status = 130
+    finally:
+        if status != 0:  # a failed command leaves no empty --out directory behind
+            _remove_empty_out_dirs()
+    return status
