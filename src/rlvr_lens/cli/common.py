@@ -87,34 +87,27 @@ def load_data(args: argparse.Namespace):
     return report.samples
 
 
-#: Output directories this process created; :func:`run_guarded` removes those still empty when a command fails.
-_CREATED_OUT_DIRS: list[Path] = []
-
-
 def check_out_dir(path: str) -> Path:
-    """The ``--out`` directory, created if needed (and removed again if the command fails before writing)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {path} is a file; give a directory.")
-    missing = [d for d in (out, *out.parents) if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    _CREATED_OUT_DIRS.extend(missing)  # deepest first
     return out
 
 
-def _remove_empty_out_dirs() -> None:
-    """Remove the directories :func:`check_out_dir` created that are still empty (deepest first)."""
-    while _CREATED_OUT_DIRS:
-        directory = _CREATED_OUT_DIRS.pop(0)
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # only succeeds on an empty directory
+def _missing_dirs(path: str | None) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first (none for ``None``)."""
+    if not path:
+        return []
+    out = Path(path)
+    return [d for d in (out, *out.parents) if not d.exists()]
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command; a user error or out-of-memory becomes one sentence and exit status 2."""
     import torch
 
-    _CREATED_OUT_DIRS.clear()
+    new_dirs = _missing_dirs(getattr(args, "out", None))  # what the command may create for --out
     status = 1
     try:
         status = int(func(args) or 0)
@@ -129,5 +122,7 @@ def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse
         status = 130
     finally:
         if status != 0:  # a failed command leaves no empty --out directory behind
-            _remove_empty_out_dirs()
+            for directory in new_dirs:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only succeeds on an empty directory
     return status
