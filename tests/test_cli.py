@@ -49,3 +49,14 @@ def test_failed_command_leaves_no_empty_out_directory(tmp_path, capsys, tiny_pai
     existing.mkdir()
     assert main([*argv, "--out", str(existing)]) == 2
     assert existing.is_dir()  # a directory the user already had is never removed
+
+
+@pytest.mark.parametrize("command", ["weights", "tokens"])
+def test_repeated_model_names_are_a_user_error(tmp_path, capsys, tiny_pair, command):
+    base, tuned = tiny_pair
+    argv = [command, "--model", f"rl={base}", "--model", f"rl={tuned}", "--out", str(tmp_path / "o"), "--no-progress"]
+    if command == "tokens":
+        argv += ["--data", str(tmp_path / "unused.jsonl")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "error: Give every --model a different NAME.\n"
+    assert not (tmp_path / "o").exists()

@@ -55,6 +55,9 @@ def parse_models(texts: list[str], minimum: int = 2):
     specs = [ModelSpec.parse(t) for t in texts]
     if len(specs) < minimum:
         raise UserError(f"Give at least {minimum} checkpoints with --model NAME=PATH (base first); got {len(specs)}.")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UserError("Give every --model a different NAME.")
     return specs
 
 

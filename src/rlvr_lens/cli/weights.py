@@ -79,9 +79,6 @@ def run(args: argparse.Namespace) -> int:
     for spec in specs:
         if not Path(spec.source).is_dir():
             raise UserError(f"No checkpoint directory at {spec.source}.")
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise UserError("Give every --model a different NAME.")
     config = WeightsConfig(
         metrics=args.metrics,
         tol=args.tol,
