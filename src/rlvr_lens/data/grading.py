@@ -54,6 +54,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from multiprocessing.connection import wait
@@ -104,13 +105,14 @@ class Grade:
 
 _BOX = re.compile(r"\\(?:boxed|fbox|framebox)\s*(?:\[[^\]\n]*\]\s*)*")
 _BOX_JOIN = re.compile(
-    r"(?:[ \t$,;]|\\quad|\\qquad|\\[,;! ]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or|,)\s*\}|\\(?:text|mbox)\{\s*\})*"
+    r"(?:[ \t$,;]|\\quad|\\qquad|\\[,;! ]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or|,)\s*\}|\\(?:text|mbox)\{\s*\}"
+    r"|\b[A-Za-z](?:_\{?\d\}?)?\s*=)*"
 )
 _ANCHOR = re.compile(
     r"(?:\bfinal\s+answer[*_]*\s*(?:is\s*:?|:|=)"  # "final answer is", "Final Answer:"
-    r"|\b(?:the|my|our)\s+(?:final\s+)?answers?(?:\s+to\s+(?:the|this|our)\s+(?:question|problem))?[*_]*\s*"
+    r"|\b(?:the|my|our)\s+(?:final\s+|correct\s+)?answers?(?:\s+to\s+(?:the|this|our)\s+(?:question|problem))?[*_]*\s*"
     r"(?:is\s*:?|are\s*:?|would\s+be|will\s+be|=)"  # "the answer is"
-    r"|^[ \t>*_#-]*answers?[*_]*\s*(?:is\s*:?|:|=))",  # "Answer: 42" at the start of a line
+    r"|^[ \t>*_#-]*answers?[*_]*\s*(?:is\s*:?|[:.=]))",  # "Answer: 42" at the start of a line
     re.IGNORECASE | re.MULTILINE,
 )
 _ANSWER_HEADING = re.compile(r"^[#*_\s]*final\s+answer[*_\s]*:?[*_\s]*$", re.IGNORECASE | re.MULTILINE)
@@ -227,8 +229,11 @@ def _math_span(text: str) -> str | None:
 
 
 def _trim_plain(text: str) -> str:
-    """The answer at the start of plain text: cut clauses, sentence ends, units and words."""
-    text = text.replace("\\$", "$")
+    """The answer at the start of plain text: cut clauses, sentence ends, units and words.
+
+    Returns ``""`` when no answer can be told apart (e.g. ``3 hours and 20 minutes``).
+    """
+    text = text.replace("\\$", "$").lstrip("# ")
     cut = _SENTENCE_END.search(text)
     if cut:
         text = text[: cut.start()]
@@ -236,8 +241,9 @@ def _trim_plain(text: str) -> str:
     if cut:
         text = text[: cut.start()]
     text = text.strip().rstrip(".,:;")
+    text = re.sub(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])", lambda m: m.group(1) + m.group(2).replace(" ", ""), text)
     unit = _NUMBER_UNIT.match(text)
-    if unit:
+    if unit and not any(w.lower() in _MATH_WORDS for w in re.findall(r"[A-Za-z]+", text[unit.end(1) :])):
         number = unit.group(1).replace("$", "").replace("\\", "").replace(" ", "")
         mark = unit.group(2).lower()
         if mark in {"%", "\\%", "percent"}:
@@ -245,9 +251,13 @@ def _trim_plain(text: str) -> str:
         if mark in {"°", "degree", "degrees"}:
             return number + "^\\circ"
         return number
+    if re.fullmatch(r"[A-Z][a-z]*|\([A-Z]\)", text):  # a word or an option letter: "Monday", "(B)"
+        return text
     text = re.sub(r"\s+and\s+", ", ", text)
     for word in _WORD.finditer(text):
         if word.group().lower() not in _MATH_WORDS:
+            if re.search(r"\d", text[word.end() :]):  # "3 hours, 20 minutes": no single answer
+                return ""
             text = text[: word.start()]
             break
     return text.strip().rstrip(".,:;=").strip()
@@ -270,7 +280,11 @@ def _stated_after_anchor(rest: str, next_lines: str) -> str | None:
         if rest.startswith("$") and not rest.startswith("$$"):
             rest = rest[1:]  # an unpaired "$" is a money sign
         answer = _trim_plain(rest)
-    answer = answer.strip().rstrip(".,;:").strip()
+        if not answer:  # "The number is $6$.": the one math span of the sentence
+            sentence = re.split(r"\.(?:\s|$)", rest, maxsplit=1)[0]
+            spans = re.findall(r"(?<!\\)\$([^$]+)\$", sentence)
+            answer = spans[0] if len(spans) == 1 and not re.search(r"\bnot\b", sentence) else ""
+    answer = answer.strip().rstrip(".,;:*_`").strip()
     return answer or None
 
 
@@ -336,7 +350,23 @@ def extract_answer(completion: str) -> str | None:
 # --------------------------------------------------------------------------------------
 
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?)\s*[eE]\s*([+-]?\d+)(?![\w.])")
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\{(\d+)\}")
+_ASCII_SQRT = re.compile(r"(?<![\\A-Za-z])sqrt\s*\(([^()]*)\)")
+_ASCII_PI = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
+_TRAILING_UNIT = re.compile(  # "6\,\Omega", "5 \mathrm{m/s}" -> the number
+    r"^([-+]?\d[\d.]*(?:\s*\\times\s*10\^\{?-?\d+\}?)?)\s*"
+    r"(?:(?:\\[,;: ]|~)\s*[A-Za-z]{1,3}(?:/[A-Za-z]{1,3})?(?:\^\{?-?\d\}?)?"
+    r"|(?:\\[,;: ]|~)?\s*(?:\\(?:mathrm|text|textrm|mbox|operatorname)\{[^{}]*\}|\\Omega|\\mu\s*\\?[A-Za-z]*)(?:\^\{?-?\d\}?)?)+\s*$"
+)
 _DIGIT_GROUP_SPACE = re.compile(r"(?<=\d)(?:\\,|\\!|\\ |~|\{,\}|[\u2009\u202f\u00a0\u2006])(?=\d{3}(?!\d))")
+
+
+def _repeating_to_fraction(match: re.Match) -> str:
+    """``0.1\\overline{6}`` -> ``\\frac{1}{6}`` (math-verify does not read repeating decimals)."""
+    whole, fixed, period = match.groups()
+    value = Fraction(int(whole or 0)) + Fraction(int(fixed or 0), 10 ** len(fixed))
+    value += Fraction(int(period), 10 ** len(fixed) * (10 ** len(period) - 1))
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
 def normalize_answer(answer: str) -> str:
@@ -354,8 +384,11 @@ def normalize_answer(answer: str) -> str:
         text = next(group for group in wrapped.groups() if group is not None)
     text = text.replace("−", "-").replace("°", "^\\circ").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     text = _DIGIT_GROUP_SPACE.sub("", text)
+    text = _REPEATING.sub(_repeating_to_fraction, text)
+    text = _ASCII_PI.sub(r"\\pi", _ASCII_SQRT.sub(r"\\sqrt{\1}", text))
     text = _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{int(m.group(2))}}}", text)
     text = re.sub(r"^\\?\$\s*(?=[-\d.])", "", text)
+    text = _TRAILING_UNIT.sub(r"\1", text)
     return text.strip().rstrip(".").strip()
 
 
@@ -428,7 +461,10 @@ def _grade_with_alarm(completion: str, reference: str, timeout: float) -> Grade:
 def serve_worker(requests, responses) -> None:
     """Body of a grading worker process: read JSON lines ``[completion, reference, timeout]``
     from ``requests``, write ``[extracted, correct, timed_out]`` lines to ``responses``
-    (after a first line ``ready``)."""
+    (after a first line ``ready``, once SymPy's lazy imports are done: a cold first
+    comparison can take a second, which would eat into the first pair's time limit)."""
+    _grade_now("The answer is $\\frac{\\sqrt{2}}{2}$.", "(\\sqrt{2}/2)")
+    _grade_now("\\boxed{[1, \\infty)}", "x \\ge 1")
     responses.write("ready\n")
     responses.flush()
     for line in requests:
