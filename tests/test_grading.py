@@ -29,7 +29,17 @@ def test_the_corpus_is_big_varied_and_well_formed(cases):
     assert len(cases) >= 200
     assert len({c["id"] for c in cases}) == len(cases)
     families = {c["family"] for c in cases}
-    assert {"issue", "qwen_boxed", "minerva", "r1_think", "gsm8k", "markdown", "revision", "phrase", "no_answer"} <= families
+    assert {
+        "issue",
+        "qwen_boxed",
+        "minerva",
+        "r1_think",
+        "gsm8k",
+        "markdown",
+        "revision",
+        "phrase",
+        "no_answer",
+    } <= families
     assert all(isinstance(c["correct"], bool) and c["completion"] is not None for c in cases)
     # both judgments are well represented: a grader that always says yes or no fails
     assert 0.2 < sum(c["correct"] for c in cases) / len(cases) < 0.8
@@ -72,14 +82,21 @@ def test_shuffled_math500_pairs_grade_incorrect(math500_path):
     rows = _rows(math500_path)
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
-    pairs = [(rows[i]["solution"], rows[j]["answer"]) for i, j in enumerate(order) if rows[i]["answer"] != rows[j]["answer"]]
+    pairs = [
+        (rows[i]["solution"], rows[j]["answer"])
+        for i, j in enumerate(order)
+        if rows[i]["answer"] != rows[j]["answer"]
+    ]
     assert len(pairs) == 492
     false_positives = [(s[-40:], a) for s, a in pairs if grade(s, a).correct]
     assert false_positives == []
 
 
 def test_extraction_hands_math_verify_the_answer_alone():
-    assert extract_answer("Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.") == "\\frac{1}{2}"
+    assert (
+        extract_answer("Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.")
+        == "\\frac{1}{2}"
+    )
     assert extract_answer("The answer is **42** dollars, since 6*7=42.") == "42"
     assert extract_answer("#### Step 1: add\n1+1=2") is None
     assert extract_answer("\\boxed{1}\nrethink\n\\boxed{2}") == "2"

@@ -56,8 +56,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from pathlib import Path
 from multiprocessing.connection import wait
+from pathlib import Path
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
@@ -69,7 +69,10 @@ _KILL_GRACE_S = 2.0
 #: Seconds a new worker process may take to start (import sympy and math-verify).
 _START_LIMIT_S = 120.0
 
-_CONFIG = (LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=True), ExprExtractionConfig())
+_CONFIG = (
+    LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=True),
+    ExprExtractionConfig(),
+)
 
 
 class _Silence(logging.Filter):
@@ -121,15 +124,45 @@ _THINK_END = "</think>"
 
 # Words a plain-text answer may contain; any other word ends the answer ("42 dollars").
 _MATH_WORDS = frozenset(
-    "pi sqrt sin cos tan cot sec csc log ln exp arcsin arccos arctan sinh cosh tanh "
-    "infty infinity inf oo mod gcd lcm max min i e".split()
+    [
+        "pi",
+        "sqrt",
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "log",
+        "ln",
+        "exp",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "infty",
+        "infinity",
+        "inf",
+        "oo",
+        "mod",
+        "gcd",
+        "lcm",
+        "max",
+        "min",
+        "i",
+        "e",
+    ]
 )
 _FILLER = re.compile(
     r"^(?:(?:therefore|thus|hence|then|so|simply|just|indeed|exactly|clearly|approximately|about|option|choice|"
     r"equal\s+to|given\s+by|as\s+follows)\b[\s:,]*)+",
     re.IGNORECASE,
 )
-_SENTENCE_END = re.compile(r"\.(?=\s|$)|[;!?](?=\s|$)|\s(?:because|since|as|which|where|when|if|so|but|for|from)\b", re.I)
+_SENTENCE_END = re.compile(
+    r"\.(?=\s|$)|[;!?](?=\s|$)|\s(?:because|since|as|which|where|when|if|so|but|for|from)\b", re.I
+)
 _CLAUSE = re.compile(r",\s*(?=[A-Za-z]{2,}\b)|\s\((?=[A-Za-z]{2,}[\s)])")
 _WORD = re.compile(r"(?<![\\A-Za-z{])[A-Za-z]{2,}\b")
 _NUMBER_UNIT = re.compile(
@@ -209,7 +242,11 @@ def _strip_emphasis(text: str) -> str:
         for mark in ("**", "__", "`", "*"):
             if text.startswith(mark):
                 close = text.find(mark, len(mark))
-                text = text[len(mark) : close] + " " + text[close + len(mark) :] if close > 0 else text[len(mark) :]
+                text = (
+                    text[len(mark) : close] + " " + text[close + len(mark) :]
+                    if close > 0
+                    else text[len(mark) :]
+                )
                 text = text.strip()
                 changed = True
     return text
@@ -241,7 +278,9 @@ def _trim_plain(text: str) -> str:
     if cut:
         text = text[: cut.start()]
     text = text.strip().rstrip(".,:;")
-    text = re.sub(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])", lambda m: m.group(1) + m.group(2).replace(" ", ""), text)
+    text = re.sub(
+        r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])", lambda m: m.group(1) + m.group(2).replace(" ", ""), text
+    )
     unit = _NUMBER_UNIT.match(text)
     if unit and not any(w.lower() in _MATH_WORDS for w in re.findall(r"[A-Za-z]+", text[unit.end(1) :])):
         number = unit.group(1).replace("$", "").replace("\\", "").replace(" ", "")
@@ -316,7 +355,9 @@ def _gsm8k_answers(text: str) -> list[tuple[int, str]]:
         words = [w for w in _WORD.findall(content) if w.lower() not in _MATH_WORDS]
         if words and not _NUMBER_UNIT.match(content):
             continue
-        found.append((match.start(), answer.replace(",", "") if re.fullmatch(r"[-\d,.]+", answer) else answer))
+        found.append(
+            (match.start(), answer.replace(",", "") if re.fullmatch(r"[-\d,.]+", answer) else answer)
+        )
     return found
 
 
@@ -382,7 +423,12 @@ def normalize_answer(answer: str) -> str:
     wrapped = re.fullmatch(r"\$+([^$]*)\$+|\\\((.*)\\\)|\\\[(.*)\\\]", text, re.DOTALL)
     if wrapped:  # "$42$" -> "42"
         text = next(group for group in wrapped.groups() if group is not None)
-    text = text.replace("−", "-").replace("°", "^\\circ").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = (
+        text.replace("−", "-")
+        .replace("°", "^\\circ")
+        .replace("\\dfrac", "\\frac")
+        .replace("\\tfrac", "\\frac")
+    )
     text = _DIGIT_GROUP_SPACE.sub("", text)
     text = _REPEATING.sub(_repeating_to_fraction, text)
     text = _ASCII_PI.sub(r"\\pi", _ASCII_SQRT.sub(r"\\sqrt{\1}", text))
