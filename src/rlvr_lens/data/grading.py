@@ -234,6 +234,14 @@ def _last_boxed_answer(text: str) -> tuple[int, str] | None:
     return group[0][0], ", ".join(b[2].strip() for b in group)
 
 
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{}`` / ``\\fbox{}`` in ``text`` (boxes joined by "and" or
+    commas count as one, ``2, 3``), or ``None``. Used to read a reference answer out of a
+    worked solution."""
+    box = _last_boxed_answer(text)
+    return None if box is None else box[1].strip()
+
+
 def _strip_emphasis(text: str) -> str:
     text = text.strip()
     changed = True
@@ -674,5 +682,6 @@ __all__: Sequence[str] = (
     "grade",
     "grade_many",
     "is_correct",
+    "last_boxed",
     "normalize_answer",
 )
