@@ -51,6 +51,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ DEFAULT_TIMEOUT_S = 5.0
 _KILL_GRACE_S = 2.0
 #: Seconds a new worker process may take to start (import sympy and math-verify).
 _START_LIMIT_S = 120.0
+#: Pairs a worker process of :func:`grade_many` holds at once.
+_PIPELINE_DEPTH = 4
 
 _CONFIG = (
     LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=True),
@@ -532,7 +535,9 @@ class _Worker:
     """One grading process: ``python -m rlvr_lens.data._grading_worker`` talking JSON lines.
 
     A plain subprocess (not ``multiprocessing``) so that the caller's ``__main__`` is never
-    re-imported and a process that runs threads can start it safely.
+    re-imported and a process that runs threads can start it safely. Answers are read
+    unbuffered (``os.read``) into our own buffer, so that waiting on the pipe never misses
+    an answer already read.
     """
 
     def __init__(self) -> None:
@@ -544,31 +549,44 @@ class _Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
-            text=True,
-            encoding="utf-8",
+            bufsize=0,
         )
         self.conn = self.process.stdout
+        self.buffer = b""
         self.started = False
         self.deadline = 0.0
 
-    def submit(self, completion: str, reference: str, timeout: float) -> None:
-        if not self.started:  # wait for the worker's imports (about a second), once
-            if not self.poll(_START_LIMIT_S) or self.conn.readline().strip() != "ready":
+    def has_answer(self) -> bool:
+        return b"\n" in self.buffer
+
+    def poll(self, seconds: float) -> bool:
+        return self.has_answer() or bool(wait([self.conn], timeout=max(seconds, 0.0)))
+
+    def _line(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.conn.fileno(), 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"a grading worker process exited (code {self.process.wait()})")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("utf-8")
+
+    def send(self, completion: str, reference: str, timeout: float) -> None:
+        """Queue one pair (after waiting, the first time, for the worker to start)."""
+        if not self.started:  # wait for the worker's imports (a second or more), once
+            if not self.poll(_START_LIMIT_S) or self._line().strip() != "ready":
                 self.kill()
                 raise RuntimeError("a grading worker process did not start")
             self.started = True
-        self.process.stdin.write(json.dumps([completion, reference, timeout]) + "\n")
-        self.process.stdin.flush()
+        self.process.stdin.write((json.dumps([completion, reference, timeout]) + "\n").encode("utf-8"))
+
+    def submit(self, completion: str, reference: str, timeout: float) -> None:
+        """Send one pair and start its time limit."""
+        self.send(completion, reference, timeout)
         self.deadline = time.monotonic() + timeout + _KILL_GRACE_S
 
-    def poll(self, seconds: float) -> bool:
-        return bool(wait([self.conn], timeout=max(seconds, 0.0)))
-
     def receive(self) -> Grade:
-        line = self.conn.readline()
-        if not line:
-            raise RuntimeError(f"a grading worker process exited (code {self.process.wait()})")
-        return Grade(*json.loads(line))
+        return Grade(*json.loads(self._line()))
 
     def kill(self) -> None:
         self.process.kill()
@@ -633,39 +651,50 @@ def grade_many(
     pairs = list(pairs)
     if processes <= 1 or len(pairs) <= 1:
         return [grade(completion, reference, timeout=timeout) for completion, reference in pairs]
-    workers = [_Worker() for _ in range(min(processes, len(pairs)))]
+    return _grade_in_workers(pairs, [_Worker() for _ in range(min(processes, len(pairs)))], timeout)
+
+
+def _grade_in_workers(pairs: list[tuple[str, str]], workers: list[_Worker], timeout: float) -> list[Grade]:
+    """:func:`grade_many` in the worker processes ``workers`` (closed at the end).
+
+    Each worker holds up to :data:`_PIPELINE_DEPTH` pairs, so it never waits for the
+    parent between two gradings; the time limit runs for the pair at the head of its queue
+    (from the moment the previous answer came back).
+    """
     results: list[Grade | None] = [None] * len(pairs)
-    busy: dict[_Worker, int] = {}
-    todo = iter(range(len(pairs)))
+    queues: dict[_Worker, deque[int]] = {worker: deque() for worker in workers}
+    todo = deque(range(len(pairs)))
     try:
-        free = list(workers)
-        while True:
-            while free:
-                index = next(todo, None)
-                if index is None:
-                    break
-                worker = free.pop()
-                worker.submit(*pairs[index], timeout)
-                busy[worker] = index
-            if not busy:
-                break
-            by_conn = {w.conn: w for w in busy}
-            ready = wait(list(by_conn), timeout=max(min(w.deadline for w in busy) - time.monotonic(), 0.0))
-            for conn in ready:
-                worker = by_conn[conn]
-                results[busy.pop(worker)] = worker.receive()
-                free.append(worker)
+        while todo or any(queues.values()):
+            for worker, queue in queues.items():
+                while todo and len(queue) < _PIPELINE_DEPTH:
+                    index = todo.popleft()
+                    worker.send(*pairs[index], timeout)  # the first send waits for the worker's start
+                    if not queue:
+                        worker.deadline = time.monotonic() + timeout + _KILL_GRACE_S
+                    queue.append(index)
+            active = [w for w, q in queues.items() if q]
+            ready = [w for w in active if w.has_answer()]
+            if not ready:
+                by_conn = {w.conn: w for w in active}
+                left = max(min(w.deadline for w in active) - time.monotonic(), 0.0)
+                ready = [by_conn[conn] for conn in wait(list(by_conn), timeout=left)]
+            for worker in ready:
+                results[queues[worker].popleft()] = worker.receive()
+                while queues[worker] and worker.has_answer():
+                    results[queues[worker].popleft()] = worker.receive()
+                worker.deadline = time.monotonic() + timeout + _KILL_GRACE_S
             now = time.monotonic()
-            for worker in [w for w in busy if w.deadline <= now and w.conn not in ready]:
-                index = busy.pop(worker)
+            for worker in [w for w in active if w.deadline <= now and w not in ready]:
+                queue = queues.pop(worker)
                 worker.kill()
-                workers.remove(worker)
+                index = queue.popleft()
                 results[index] = Grade(extract_answer(pairs[index][0]), False, timed_out=True)
-                replacement = _Worker()
-                workers.append(replacement)
-                free.append(replacement)
+                todo.extendleft(reversed(queue))  # the rest of its queue goes to another worker
+                if todo:
+                    queues[_Worker()] = deque()
     finally:
-        for worker in workers:
+        for worker in queues:
             worker.close()
     return results  # type: ignore[return-value]
 
