@@ -110,6 +110,7 @@ class Grade:
 # --------------------------------------------------------------------------------------
 
 _BOX = re.compile(r"\\(?:boxed|fbox|framebox)\s*(?:\[[^\]\n]*\]\s*)*")
+_BOX_TOKEN = re.compile(r"[^\s$\\{}]+")
 _BOX_JOIN = re.compile(
     r"(?:[ \t$,;]|\\quad|\\qquad|\\[,;! ]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or|,)\s*\}|\\(?:text|mbox)\{\s*\}"
     r"|\b[A-Za-z](?:_\{?\d\}?)?\s*=)*"
@@ -170,47 +171,48 @@ _CLAUSE = re.compile(r",\s*(?=[A-Za-z]{2,}\b)|\s\((?=[A-Za-z]{2,}[\s)])")
 _WORD = re.compile(r"(?<![\\A-Za-z{])[A-Za-z]{2,}\b")
 _NUMBER_UNIT = re.compile(
     r"^(?:[A-Za-z]\s*=\s*)?(\\?\$?\s*[-+−]?\s*\\?\$?\d[\d,]*(?:\.\d+)?)\s*"
-    r"((?:°|%|\\%|percent|degrees?)?)(?:\s*(?:[A-Za-z]+\.?|/|\^\s*\d|²|³)\s*)*$"
+    r"((?:°|%|\\%|percent|degrees?)?)(?:\s*+(?:[A-Za-z]++\.?|/|\^\s*\d|²|³))*+\s*$"  # possessive: linear time
 )
 
 
-def _balanced(text: str, start: int) -> int | None:
-    """Index just past the brace group opening at ``text[start] == '{'`` (None if unclosed)."""
-    depth = 0
-    index = start
+def _brace_pairs(text: str) -> dict[int, int]:
+    """``{index of "{": index just past its "}"}`` for every closed group (escaped braces skipped)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    index = 0
     while index < len(text):
         char = text[index]
         if char == "\\":
             index += 2
             continue
         if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return index + 1
+            stack.append(index)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = index + 1
         index += 1
-    return None
+    return pairs
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, content)`` of every complete box, in order of appearance."""
     found = []
+    closing = None
     for match in _BOX.finditer(text):
         at = match.end()
+        if found and found[-1][1] > match.start():  # a box inside the previous box
+            continue
         if at < len(text) and text[at] == "{":
-            end = _balanced(text, at)
+            closing = _brace_pairs(text) if closing is None else closing
+            end = closing.get(at)
             if end is None:  # cut off mid-box: not a stated answer
                 continue
             content = text[at + 1 : end - 1]
         else:  # "\boxed 42": LaTeX boxes one token, a model means the number
-            token = re.match(r"[^\s$\\]+", text[at:])
+            token = _BOX_TOKEN.match(text, at)
             if token is None:
                 continue
-            end = at + token.end()
+            end = token.end()
             content = token.group().rstrip(".,;")
-        if found and found[-1][1] > match.start():  # a box inside the previous box
-            continue
         found.append((match.start(), end, _unbox(content)))
     return found
 
