@@ -42,6 +42,7 @@ parallel worker processes.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -608,6 +609,13 @@ class _Worker:
 
 _IDLE_WORKERS: list[_Worker] = []
 _IDLE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_idle_workers() -> None:
+    with _IDLE_LOCK:
+        while _IDLE_WORKERS:
+            _IDLE_WORKERS.pop().close()
 
 
 def _grade_in_worker(completion: str, reference: str, timeout: float) -> Grade:
