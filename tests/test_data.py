@@ -15,6 +15,7 @@ from rlvr_lens.data import (
     read_samples_report,
     write_samples,
 )
+from rlvr_lens.data.grading import grade
 from rlvr_lens.errors import UserError
 
 
@@ -50,6 +51,61 @@ def test_malformed_rows_are_reported_with_line_numbers_and_the_rest_is_read(tmp_
     assert report.samples[1].answer == "6" and report.samples[1].labels == {"leaked": True}
     assert [s.split(":")[0] for s in report.skipped] == ["line 2", "line 3", "line 5", "line 6"]
     assert "skipped 4 malformed rows" in report.summary
+
+
+def test_a_line_with_bad_bytes_is_a_skipped_reported_row(tmp_path):
+    path = tmp_path / "data.jsonl"
+    good = [json.dumps({"id": i, "prompt": f"{i}+1?", "answer": str(i + 1)}).encode() for i in range(3)]
+    bad = b'{"id": 9, "prompt": "caf\xe9?", "answer": "1"}'  # Latin-1, not UTF-8
+    path.write_bytes(b"\xef\xbb\xbf" + good[0] + b"\n" + bad + b"\n" + good[1] + b"\n" + good[2] + b"\n")
+    report = read_samples_report(path)
+    assert [s.id for s in report.samples] == ["0", "1", "2"]
+    assert report.skipped == ["line 2: not valid UTF-8 (byte 0xe9 at column 25)"]  # 24 bytes precede it
+    path.write_bytes(bad + b"\n")
+    with pytest.raises(UserError, match="No usable rows .* line 1: not valid UTF-8"):
+        read_samples(path)
+
+
+def test_math_files_with_the_answer_only_in_the_solution_load_without_a_map(tmp_path, math500_path):
+    with open(math500_path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    path = tmp_path / "math_no_answer.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "answer"}) + "\n" for r in rows))
+    samples = read_samples(path)
+    assert [s.id for s in samples] == [r["unique_id"] for r in rows]
+    assert samples[0].labels == {"subject": rows[0]["subject"], "level": rows[0]["level"]}
+    # the last box of each solution; one solution boxes two forms of its answer
+    differ = [(s.answer, r["answer"]) for s, r in zip(samples, rows) if s.answer != r["answer"]]
+    assert differ == [("15\\frac{39}{40}, \\frac{639}{40}", "\\frac{639}{40}")]
+    assert all(grade("\\boxed{" + s.answer + "}", r["answer"]).correct for s, r in zip(samples, rows))
+
+
+def test_solution_only_rows_without_a_box_are_skipped(tmp_path):
+    path = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "1+1?", "solution": "1+1 = $\\boxed{2}$."},
+        {"question": "2+2?", "solution": "It is 4."},
+        {"question": "x?", "solution": "$\\boxed{3}$ and $\\boxed{4}$"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = read_samples_report(path)
+    assert [(s.id, s.prompt, s.answer) for s in report.samples] == [("row-1", "1+1?", "2"), ("row-3", "x?", "3, 4")]
+    assert report.skipped == ["line 2: no answer column and no \\boxed{} answer in 'solution'"]
+
+
+@pytest.mark.parametrize("column", ["id", "idx", "unique_id", "problem_id", "question_id", "uid"])
+def test_common_id_columns_are_recognized(tmp_path, column):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({column: f"q{i}", "question": f"{i}?", "answer": f"#### {i}"}) + "\n" for i in range(2)))
+    assert [s.id for s in read_samples(path)] == ["q0", "q1"]
+    # with a field map that names no id column too
+    assert [s.id for s in read_samples(path, parse_field_map("prompt=question,answer=answer"))] == ["q0", "q1"]
+
+
+def test_id_column_preference(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"idx": 5, "id": "a", "prompt": "1?", "answer": "1"}) + "\n")
+    assert read_samples(path)[0].id == "a"
 
 
 def test_field_map_for_other_column_names(tmp_path):

@@ -5,10 +5,16 @@ Known layouts are detected automatically:
 
 * native: ``id, prompt, answer, solution, labels``
 * MATH / MATH-500: ``problem, solution, answer`` (+ ``unique_id, subject, level``)
+* MATH without an answer column: ``problem`` (or ``question`` / ``prompt``) and
+  ``solution``; the answer is the solution's last ``\\boxed{}``
 * GSM8K: ``question, answer`` where ``answer`` is the worked solution ending ``#### n``
 
-A malformed row (not JSON, not an object, a required field missing or empty) is skipped
-and reported with its line number; the rest of the file is still read.
+The id column, unless a field map names one, is the first of :data:`ID_COLUMNS` present
+(``id``, ``unique_id``, ``idx``, ...); rows without one are ``row-N``.
+
+A malformed row (bad UTF-8, not JSON, not an object, a required field missing or empty,
+a solution-only row whose solution has no box) is skipped and reported with its line
+number; the rest of the file is still read.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlvr_lens.data.grading import last_boxed
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.errors import UserError
 
@@ -27,7 +34,11 @@ LAYOUTS: dict[str, dict[str, str]] = {
     "native": {"id": "id", "prompt": "prompt", "answer": "answer", "solution": "solution", "labels": "labels"},
     "math": {"id": "unique_id", "prompt": "problem", "answer": "answer", "solution": "solution"},
     "gsm8k": {"prompt": "question", "solution": "answer"},
+    "math_solution": {"prompt": "problem", "solution": "solution"},
 }
+#: Columns taken as the sample id, in this order of preference (when no field map names one).
+ID_COLUMNS = ("id", "unique_id", "idx", "uid", "problem_id", "question_id", "qid", "task_id", "example_id", "index")
+_PROMPT_COLUMNS = ("problem", "question", "prompt")
 _MATH_LABELS = ("subject", "level")
 
 
@@ -49,6 +60,7 @@ class ReadReport:
 
 
 def detect_layout(columns: Iterable[str]) -> str:
+    """Name of the known layout (a key of :data:`LAYOUTS`) that ``columns`` match."""
     columns = set(columns)
     if {"prompt", "answer"} <= columns:
         return "native"
@@ -56,6 +68,8 @@ def detect_layout(columns: Iterable[str]) -> str:
         return "math"
     if {"question", "answer"} <= columns:
         return "gsm8k"
+    if "solution" in columns and columns & set(_PROMPT_COLUMNS):
+        return "math_solution"
     raise UserError(
         f"Cannot tell which columns hold the prompt and answer (found: {', '.join(sorted(columns))}); "
         "pass a field map such as prompt=question,answer=final."
@@ -82,6 +96,20 @@ def gsm8k_final_answer(solution: str) -> str | None:
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
 
 
+def layout_field_map(layout: str, columns: Iterable[str]) -> dict[str, str]:
+    """The field map of ``layout`` for a file with ``columns`` (its prompt and id columns found)."""
+    columns = set(columns)
+    mapping = dict(LAYOUTS[layout])
+    if layout == "math_solution":
+        mapping["prompt"] = next(c for c in _PROMPT_COLUMNS if c in columns)
+    if mapping.get("id") not in columns:
+        mapping.pop("id", None)
+        found = next((c for c in ID_COLUMNS if c in columns), None)
+        if found is not None:
+            mapping["id"] = found
+    return mapping
+
+
 def row_to_sample(row: dict[str, Any], index: int, field_map: dict[str, str], layout: str) -> Sample:
     """Build a :class:`Sample` from one row; raises ``ValueError`` with the reason if malformed."""
     if not isinstance(row, dict):
@@ -97,13 +125,17 @@ def row_to_sample(row: dict[str, Any], index: int, field_map: dict[str, str], la
     answer = row.get(answer_col) if answer_col else None
     if answer is None and layout == "gsm8k" and solution:
         answer = gsm8k_final_answer(solution)
+    if answer is None and answer_col is None and solution:  # MATH-style: the solution's last box
+        answer = last_boxed(solution)
+        if answer is None:
+            raise ValueError(f"no answer column and no \\boxed{{}} answer in '{solution_col}'")
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         raise ValueError(f"missing or empty '{answer_col or 'answer'}'")
     labels = row.get(field_map.get("labels", "labels")) or {}
     if not isinstance(labels, dict):
         raise ValueError("'labels' is not an object")
     labels = dict(labels)
-    if layout == "math":
+    if layout in {"math", "math_solution"}:
         labels.update({k: row[k] for k in _MATH_LABELS if k in row})
     id_col = field_map.get("id")
     sample_id = row.get(id_col) if id_col else None
@@ -117,8 +149,13 @@ def row_to_sample(row: dict[str, Any], index: int, field_map: dict[str, str], la
 
 
 def _rows_jsonl(path: Path, skipped: list[str]) -> Iterable[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                skipped.append(f"line {line_no}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
@@ -169,9 +206,17 @@ def read_samples_report(
         raise UserError(f"Cannot read {path}: use a .jsonl or .parquet file, or a directory saved by datasets.")
     if not rows and not skipped:
         raise UserError(f"{path} holds no rows.")
+    if not rows:
+        raise UserError(f"No usable rows in {path}: {skipped[0]}.")
     columns = next((r.keys() for _, r in rows if isinstance(r, dict)), [])
-    layout = "custom" if field_map else detect_layout(columns)
-    mapping = field_map or LAYOUTS[layout]
+    if field_map:
+        layout = "custom"
+        mapping = dict(field_map)
+        if "id" not in mapping and (found := next((c for c in ID_COLUMNS if c in columns), None)):
+            mapping["id"] = found
+    else:
+        layout = detect_layout(columns)
+        mapping = layout_field_map(layout, columns)
     samples: list[Sample] = []
     for number, row in rows:
         try:
