@@ -389,6 +389,38 @@ def collect_signals(results: Sequence[Result], sample_ids: Sequence[str], *, tun
     return out
 
 
+def measure_signals(base, tuned, samples, config=None, *, show_progress: bool = False):
+    """The signals a loaded pair gives directly: every detector (tuned, with the base as
+    reference) and the four perplexity signals (see ``perplexity.SIGNALS``).
+
+    Returns ``(signals, detectors_result)``; signals of other analyses (partial-prompt probe,
+    token divergence, circuits) come from their results through :func:`collect_signals`.
+    """
+    from rlvr_lens.analyses.detectors import DetectorsConfig, detector_scores
+    from rlvr_lens.analyses.perplexity import checkpoint_nll, encode_sample, leading_special_ids
+
+    config = config or DetectorsConfig()
+    detectors = detector_scores(tuned, samples, config, reference=base, show_progress=show_progress)
+    leading = leading_special_ids(tuned.tokenizer)
+    encoded = [encode_sample(tuned.tokenizer, s, config.template, leading=leading) for s in samples]
+    pad_id = tuned.tokenizer.pad_token_id if tuned.tokenizer.pad_token_id is not None else 0
+    nll = {
+        who.name: checkpoint_nll(who.model, encoded, pad_id=pad_id, batch_size=config.batch_size)
+        for who in (base, tuned)
+    }
+    (bp, ba), (tp, ta) = nll[base.name], nll[tuned.name]
+
+    def diff(x, y):
+        return [None if a is None or b is None else a - b for a, b in zip(x, y)]
+
+    signals = {f"detector:{k}": Signal(list(v)) for k, v in detectors.signals().items()}
+    signals["perplexity:prompt_nll_low"] = Signal([None if v is None else -v for v in tp])
+    signals["perplexity:answer_nll_low"] = Signal([None if v is None else -v for v in ta])
+    signals["perplexity:answer_nll_drop"] = Signal(diff(ba, ta))
+    signals["perplexity:prompt_nll_rise"] = Signal(diff(tp, bp))
+    return signals, detectors
+
+
 def _register_report() -> None:
     from rlvr_lens.analyses.scoreboard_report import register_entries
 

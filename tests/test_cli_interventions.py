@@ -1,0 +1,55 @@
+"""``rlvr-lens scoreboard`` and ``rlvr-lens steer`` end to end on the model that memorized problems."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlvr_lens.cli import main
+from rlvr_lens.data import write_samples
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def data(tmp_path, memorizing_pair):
+    path = tmp_path / "eval.jsonl"
+    write_samples(path, memorizing_pair[2])
+    return path
+
+
+def test_scoreboard_cli_scores_the_memorized_problems(tmp_path, memorizing_pair, data, capsys):
+    base, tuned, _ = memorizing_pair
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"leaked": [0, 1, 2, 3], "clean": [4, 5, 6, 7]}))
+    out = tmp_path / "sb"
+    argv = ["scoreboard", "--model", f"base={base}", "--model", f"tuned={tuned}", "--data", str(data), "--groups", str(groups)]
+    argv += ["--zero-leak-model", f"base={base}", "--zero-leak-model", f"tuned={base}", "--n-boot", "50", "--calibration-fraction", "0.5"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "scoreboard.json").read_text())
+    task = result["tasks"][0]
+    rows = {r["family"]: r for r in task["rows"]}
+    assert rows["detector:loss"]["auroc"] == 1.0 and rows["detector:min_k_pp"]["auroc"] == 1.0
+    assert rows["detector:loss"]["false_alarm"] is not None
+    assert result["tasks"][1]["skipped"]  # no leakage / stable groups in the file
+    assert (out / "detectors.json").exists() and (out / "report.html").exists()
+    assert "leaked vs clean: best" in capsys.readouterr().out
+
+
+def test_scoreboard_cli_needs_both_zero_leak_models(tmp_path, memorizing_pair, data, capsys):
+    base, tuned, _ = memorizing_pair
+    out = tmp_path / "o"
+    argv = ["scoreboard", "--model", f"base={base}", "--model", f"tuned={tuned}", "--data", str(data), "--zero-leak-model", f"b={base}"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: Give at least 2 checkpoints")
+    assert not out.exists()
+
+
+def test_steer_cli_nothing_to_do_is_a_user_error(tmp_path, memorizing_pair, data, capsys):
+    base, tuned, _ = memorizing_pair
+    out = tmp_path / "o"
+    argv = ["steer", "--model", f"base={base}", "--model", f"tuned={tuned}", "--data", str(data), "--windows", "3-1"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: Window [3, 1]")
+    assert not out.exists()
