@@ -53,3 +53,27 @@ def test_steer_cli_nothing_to_do_is_a_user_error(tmp_path, memorizing_pair, data
     assert main([*argv, "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: Window [3, 1]")
     assert not out.exists()
+
+
+def test_audit_steps_run_and_cache(tmp_path, memorizing_pair):
+    from rlvr_lens.analyses.ablation import AblationConfig
+    from rlvr_lens.audit import AuditConfig, run_steps
+    from rlvr_lens.interventions_audit import intervention_steps
+    from rlvr_lens.models import ModelSpec
+
+    base, tuned, samples = memorizing_pair
+    specs = [ModelSpec("base", str(base)), ModelSpec("tuned", str(tuned))]
+    groups = {"leaked": [0, 1, 2, 3], "clean": [4, 5, 6, 7], "leakage": [0, 1, 2, 3], "stable": []}
+    ablation = AblationConfig(width=0, windows=((0, 1),), parts=("both",), modes=("reset",), max_new_tokens=12)
+    steps = intervention_steps(
+        specs, samples, AuditConfig(), lambda: groups, steps=("interventions", "scoreboard"), ablation=ablation
+    )
+    outcome = run_steps(tmp_path, steps)
+    assert [s.status for s in outcome.steps] == ["computed", "computed"], outcome.steps
+    ablation_result, board = outcome.results
+    tuned_ref = ablation_result.references[1]
+    assert tuned_ref.groups["leakage"] == 1.0  # the memorizing model recites its problems
+    assert ablation_result.variants[0].groups["leakage"] < 1.0  # reset of every layer loses them
+    assert board.tasks[0].rows
+    again = run_steps(tmp_path, intervention_steps(specs, samples, AuditConfig(), groups, steps=("interventions", "scoreboard"), ablation=ablation))
+    assert [s.status for s in again.steps] == ["cached", "cached"]
