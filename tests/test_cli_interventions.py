@@ -77,3 +77,13 @@ def test_audit_steps_run_and_cache(tmp_path, memorizing_pair):
     assert board.tasks[0].rows
     again = run_steps(tmp_path, intervention_steps(specs, samples, AuditConfig(), groups, steps=("interventions", "scoreboard"), ablation=ablation))
     assert [s.status for s in again.steps] == ["cached", "cached"]
+
+
+def test_restrict_reindexes_every_group():
+    from rlvr_lens.cli.groups import correctness_groups, restrict
+
+    groups = {"leaked": [0, 1, 2, 5], "clean": [3, 4], **correctness_groups([0, 1, 0, 1, 1, 0], [1, 1, 1, 0, 1, 1])}
+    assert groups["leakage"] == [0, 2, 5] and groups["stable"] == [1, 4] and groups["lost"] == [3]
+    samples, new = restrict(list("abcdef"), groups, ["leakage", "stable"], per_group=2)
+    assert samples == ["a", "b", "c", "e"]
+    assert new["leakage"] == [0, 2] and new["stable"] == [1, 3] and new["clean"] == [3] and new["leaked"] == [0, 1, 2]

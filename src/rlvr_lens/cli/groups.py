@@ -56,11 +56,12 @@ def greedy_groups(base, tuned, samples, *, template: str, max_new_tokens: int, b
     return groups, {base.name: acc_b, tuned.name: acc_t}
 
 
-def restrict(samples, groups: dict[str, list[int]], keep: list[str]) -> tuple[list, dict[str, list[int]]]:
-    """Only the samples of groups ``keep`` (in their original order), with every group re-indexed onto them."""
+def restrict(samples, groups: dict[str, list[int]], keep: list[str], per_group: int | None = None) -> tuple[list, dict[str, list[int]]]:
+    """Only the samples of groups ``keep`` (the first ``per_group`` of each when given, in their
+    original order), with every group re-indexed onto them."""
     missing = [g for g in keep if g not in groups]
     if missing:
         raise UserError(f"Unknown group {missing[0]!r}; groups: {', '.join(groups)}.")
-    kept = sorted({i for g in keep for i in groups[g]})
+    kept = sorted({i for g in keep for i in groups[g][:per_group]})
     new_index = {old: new for new, old in enumerate(kept)}
     return [samples[i] for i in kept], {g: [new_index[i] for i in idx if i in new_index] for g, idx in groups.items()}

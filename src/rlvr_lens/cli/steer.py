@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     add_runtime_args(parser, batch_size=a.batch_size)
     parser.add_argument("--groups", default=None, metavar="FILE", help="JSON {group: [indices]} or an evaluation result (default: greedy-decode both models)")
     parser.add_argument("--only-groups", default="", help="decode only the samples of these groups, e.g. leakage,stable,clean (default: all samples)")
+    parser.add_argument("--per-group", type=int, default=None, help="with --only-groups: at most this many samples of each group (default: all)")
     parser.add_argument("--max-new-tokens", type=int, default=a.max_new_tokens, help=f"greedy decoding budget (default: {a.max_new_tokens})")
     parser.add_argument("--seed", type=int, default=a.seed, help="seed of the noise, the control and the calibration split (default: 0)")
     parser.add_argument("--no-ablation", action="store_true", help="skip reset/retain")
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             groups, _ = greedy_groups(base, tuned, samples, template=args.template, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         keep = [g for g in args.only_groups.split(",") if g.strip()]
         if keep:
-            samples, groups = restrict(samples, groups, keep)
+            samples, groups = restrict(samples, groups, keep, args.per_group)
             groups = {g: idx for g, idx in groups.items() if idx}
         if not args.no_ablation:
             results.append(reset_retain(base, tuned, samples, groups, ablation, show_progress=not args.no_progress))
