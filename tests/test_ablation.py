@@ -114,7 +114,7 @@ def test_part_names(layer_only_pair):
         window_parameter_names(tuned.model, [9], "mlp")
 
 
-def test_sweep_bookkeeping(layer_only_pair):
+def test_sweep_bookkeeping(layer_only_pair, tmp_path):
     base, tuned = layer_only_pair
     samples = [Sample(f"s{i}", f"What is {i} + {i}?", str(2 * i), None, {}) for i in range(4)]
     groups = {"leakage": [0, 1], "stable": [2, 3]}
@@ -129,6 +129,10 @@ def test_sweep_bookkeeping(layer_only_pair):
     assert result.weights_verified
     again = AblationResult.from_dict(result.to_dict())
     assert again.variants[0].window == result.variants[0].window
+    from rlvr_lens.report import write_run
+
+    html = write_run(tmp_path, [result]).read_text()
+    assert "Reset / retain layer windows" in html and (tmp_path / "figures" / "ablation-windows.png").exists()
 
 
 def test_config_rejects_bad_windows():

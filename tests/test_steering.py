@@ -132,7 +132,7 @@ def test_calibration_split_holds_out_part_of_the_group():
     assert calibration_split({}, 10, "leakage", 0.3, seed=0)[0].__len__() == 3
 
 
-def test_steering_sweep_alpha_one_is_the_model(loaded):
+def test_steering_sweep_alpha_one_is_the_model(loaded, tmp_path):
     samples = [Sample(f"s{i}", f"What is {i} + {i}?", str(2 * i), f"{i} + {i} = {2 * i}.") for i in range(6)]
     groups = {"leakage": [0, 1, 2, 3], "stable": [4, 5]}
     config = SteeringConfig(layers=(1,), alphas=(0.0, 1.0), top_n=3, max_new_tokens=3, batch_size=4, calibration_fraction=0.5)
@@ -146,6 +146,10 @@ def test_steering_sweep_alpha_one_is_the_model(loaded):
     assert len(shared.shared_set) == 3
     again = SteeringResult.from_dict(result.to_dict())
     assert again.curves[0].answer_prob == result.curves[0].answer_prob
+    from rlvr_lens.report import write_run
+
+    html = write_run(tmp_path, [result]).read_text()
+    assert "Neuron key scaling" in html and (tmp_path / "figures" / "steering-dose.png").exists()
 
 
 def test_config_errors():

@@ -29,7 +29,7 @@ def _delta(row) -> str:
 
 def _published(result, family: str) -> str:
     short = family.split(":", 1)[-1]
-    return _fmt(result.published[short] / 100) if family.startswith("detector:") and short in result.published else ""
+    return _fmt(result.published[short] / 100, 3) if family.startswith("detector:") and short in result.published else ""
 
 
 def scoreboard_rows(result, task) -> list[list[str]]:
