@@ -87,3 +87,20 @@ def test_restrict_reindexes_every_group():
     samples, new = restrict(list("abcdef"), groups, ["leakage", "stable"], per_group=2)
     assert samples == ["a", "b", "c", "e"]
     assert new["leakage"] == [0, 2] and new["stable"] == [1, 3] and new["clean"] == [3] and new["leaked"] == [0, 1, 2]
+
+
+def test_groups_from_an_evaluation_result(tmp_path):
+    from rlvr_lens.cli.groups import read_groups
+    from rlvr_lens.errors import UserError
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps({
+        "kind": "evaluation", "models": ["base", "rl"], "sample_ids": ["a", "b", "c"],
+        "labels": [{"leaked": True}, {"leaked": False}, {}],
+        "correct": {"base": [False, True, True], "rl": [True, True, False]},
+    }))
+    groups = read_groups(str(path), 3)
+    assert groups["leakage"] == [0] and groups["stable"] == [1] and groups["lost"] == [2]
+    assert groups["leaked"] == [0] and groups["clean"] == [1]
+    with pytest.raises(UserError, match="out of range"):
+        read_groups(str(path), 2)

@@ -35,6 +35,11 @@ def read_groups(path: str, n: int, *, base: str | None = None, tuned: str | None
         b = base if base in models else models[0]
         t = tuned if tuned in models else models[-1]
         groups = correctness_groups(data["correct"][b], data["correct"][t])
+        labels = data.get("labels") or []
+        for name, value in (("leaked", True), ("clean", False)):
+            members = [i for i, lab in enumerate(labels) if isinstance(lab, dict) and lab.get("leaked") is value]
+            if members:
+                groups[name] = members
     elif isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
         groups = {str(k): [int(i) for i in v] for k, v in data.items()}
     else:
