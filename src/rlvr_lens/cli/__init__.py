@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "rlvr_lens.cli.contamination",
     "rlvr_lens.cli.tokens",
     "rlvr_lens.cli.weights",
+    "rlvr_lens.cli.steer",
+    "rlvr_lens.cli.scoreboard",
     "rlvr_lens.cli.train",
     "rlvr_lens.cli.organism",
 )
