@@ -42,6 +42,7 @@ members (at least ``folds``) gives "not enough samples".
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -105,8 +106,8 @@ class CKACurve:
 
     a: str
     b: str
-    linear: list[float]
-    debiased: list[float | None]  # None when n < 4
+    linear: list[float | None]  # None where a side does not vary across samples
+    debiased: list[float | None]  # None also when n < 4
 
 
 @dataclass
@@ -149,10 +150,17 @@ def centered_gram(x: np.ndarray) -> np.ndarray:
     return x @ x.T
 
 
-def cka_from_grams(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
-    """Linear CKA from two centered Gram matrices (module docstring); 0 when either is all zero."""
+def cka_from_grams(k: np.ndarray, l: np.ndarray) -> float | None:  # noqa: E741
+    """Linear CKA from two centered Gram matrices (module docstring).
+
+    ``None`` (undefined) when either side does not vary across samples (an all-zero Gram
+    matrix), e.g. the embeddings at the answer position when every prompt ends with the same
+    token.
+    """
     denominator = np.linalg.norm(k) * np.linalg.norm(l)
-    return float((k * l).sum() / denominator) if denominator > 0 else 0.0
+    if not denominator > 0:
+        return None
+    return float((k * l).sum() / denominator)
 
 
 def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
@@ -180,7 +188,7 @@ def debiased_cka_from_grams(k: np.ndarray, l: np.ndarray) -> float | None:  # no
     return _hsic_unbiased(k, l) / float(np.sqrt(kk * ll))
 
 
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float | None:
     """Linear CKA of ``x [n, d1]`` and ``y [n, d2]`` (same samples in the same order)."""
     if len(x) != len(y):
         raise ValueError(f"CKA needs the same samples on both sides; got {len(x)} and {len(y)} rows")
@@ -351,7 +359,7 @@ def representation_similarity(
         for pos, neg in config.probe_tasks
     ]
     return RepresentationResult(
-        config=asdict(config),
+        config=json.loads(json.dumps(asdict(config))),  # tuples as JSON lists, so a reload compares equal
         sample_ids=[s.id for s in samples],
         models=list(states),
         states=next(iter(states.values())).shape[1],

@@ -39,7 +39,7 @@ def plot_representation(result) -> dict:
         fig, axis = plt.subplots(figsize=(6.5, 3.8))
         for index, curve in enumerate(result.cka):
             color = f"C{index}"
-            axis.plot(states, curve.linear, marker="o", color=color, label=f"{curve.a} vs {curve.b}")
+            axis.plot(states, _nan(curve.linear), marker="o", color=color, label=f"{curve.a} vs {curve.b}")
             axis.plot(
                 states,
                 _nan(curve.debiased),
@@ -94,9 +94,12 @@ def section_representation(result, figures: dict[str, Path]) -> Section:
     )
     summary_parts = []
     for curve in result.cka:
-        low = min(range(len(curve.linear)), key=lambda i: curve.linear[i])
+        defined = [i for i, v in enumerate(curve.linear) if v is not None]
+        if not defined:
+            continue
+        low = min(defined, key=lambda i: curve.linear[i])
         summary_parts.append(
-            f"CKA {curve.a} vs {curve.b} is lowest after state {low} ({_fmt(curve.linear[low])})"
+            f"CKA {curve.a} vs {curve.b} is lowest at state {low} ({_fmt(curve.linear[low])})"
         )
     for probe in result.probes:
         if probe.status == "ok":
