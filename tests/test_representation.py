@@ -229,3 +229,26 @@ def test_end_to_end_on_tiny_checkpoints(tiny_pair, tmp_path, single_thread):
     report = write_run(tmp_path / "run", [result])
     assert "Representation similarity" in report.read_text()
     assert (tmp_path / "run" / "figures" / "representation-cka.png").exists()
+
+
+def brute_force_hsic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    """HSIC as the U-statistic over distinct index 4-tuples: mean of k_ij l_ij + k_ij l_qr - 2 k_ij l_iq."""
+    import itertools
+
+    n = len(k)
+    total, count = 0.0, 0
+    for i, j, q, r in itertools.permutations(range(n), 4):
+        total += k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q]
+        count += 1
+    return total / count
+
+
+def test_debiased_cka_equals_the_u_statistic_by_brute_force():
+    from rlvr_lens.analyses.representation import centered_gram
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(7, 3))
+    y = x @ rng.normal(size=(3, 4)) + rng.normal(size=(7, 4))
+    k, l = centered_gram(x), centered_gram(y)  # noqa: E741
+    expected = brute_force_hsic(k, l) / np.sqrt(brute_force_hsic(k, k) * brute_force_hsic(l, l))
+    assert debiased_cka(x, y) == pytest.approx(expected, rel=1e-10)
