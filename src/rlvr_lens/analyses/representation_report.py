@@ -32,6 +32,7 @@ def _tasks(result) -> list[tuple[str, str]]:
 
 def plot_representation(result) -> dict:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figures = {}
     states = list(range(result.states))
@@ -48,6 +49,7 @@ def plot_representation(result) -> dict:
                 color=color,
                 label=f"{curve.a} vs {curve.b} (debiased)",
             )
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("state (0 = embeddings, l + 1 = after layer l)")
         axis.set_ylabel("linear CKA")
         axis.set_ylim(-0.05, 1.05)
@@ -77,6 +79,7 @@ def plot_representation(result) -> dict:
             axis.axhline(0.5, color="grey", lw=0.8)
             axis.set_ylim(0, 1.02)
             axis.set_title(f"probe: {pos} vs {neg}", fontsize=10)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.set_xlabel("state (0 = embeddings, l + 1 = after layer l)")
         axes[0][0].set_ylabel("held-out AUROC")
         axes[0][0].legend(fontsize=7)

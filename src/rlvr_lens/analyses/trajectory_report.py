@@ -21,6 +21,7 @@ def plot_trajectory(result) -> dict:
     if result.status != "ok" or not result.models:
         return {}
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     count = len(result.models)
     fig, axes = plt.subplots(1, count, figsize=(4.2 * count, 3.6), sharey=True, squeeze=False)
@@ -48,6 +49,7 @@ def plot_trajectory(result) -> dict:
                 zorder=3,
             )
         axis.set_title(model.name, fontsize=10)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("decoder layer (velocity h(l+1) - h(l))")
     axes[0][0].set_ylabel(f"separation {result.group_a} vs {result.group_b}")
     axes[0][0].legend(fontsize=7)
