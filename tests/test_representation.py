@@ -190,6 +190,14 @@ def test_capture_matches_transformers_hidden_states(tiny_checkpoints, single_thr
         mean = capture_hidden_states(
             loaded.model, loaded.tokenizer, samples, CaptureConfig(position="prompt_mean")
         )
+        for row, sample in enumerate(samples):
+            encoded = encode_sample(loaded.tokenizer, sample, "plain")
+            start, end = encoded.prompt_span[0] - 1, encoded.answer_span[0]  # no BOS: every prompt token
+            with torch.no_grad():
+                hidden = loaded.model(
+                    input_ids=torch.tensor([encoded.ids]), output_hidden_states=True
+                ).hidden_states
+            np.testing.assert_allclose(mean[row, 1], hidden[1][0, start:end].mean(0).numpy(), atol=1e-5)
         assert not np.allclose(mean, states)
 
 

@@ -121,16 +121,28 @@ def capture_hidden_states(
         with capture(model, ("resid_post",), [n_layers - 1], adapter=adapter) as cache:
             outputs = model(input_ids=input_ids.to(device), output_hidden_states=True, use_cache=False)
         states = list(outputs.hidden_states[:n_layers]) + [cache[last_key]]  # L + 1 x [batch, seq, hidden]
-        stacked = torch.stack(states, dim=1)  # [batch, L + 1, seq, hidden]
-        if out is None:
-            out = np.zeros((len(samples), n_layers + 1, stacked.shape[-1]), dtype=np.float32)
+        # weights [batch, seq] that pick (answer) or average (prompt_mean) each row's positions;
+        # read state by state, so no [batch, L + 1, seq, hidden] copy is ever made
+        weights = torch.zeros(len(chunk), width, dtype=torch.float32)
         for row, index in enumerate(chunk):
             ids, first = spans[index]
             if config.position == "answer":
-                vector = stacked[row, :, len(ids) - 1]
+                weights[row, len(ids) - 1] = 1.0
             else:
-                vector = stacked[row, :, first : len(ids)].float().mean(dim=1)
-            out[index] = vector.float().cpu().numpy()
+                weights[row, first : len(ids)] = 1.0 / (len(ids) - first)
+        weights = weights.to(device)
+        if config.position == "answer":  # plain indexing: exact, and blind to whatever the padding holds
+            rows = torch.arange(len(chunk), device=device)
+            last = weights.argmax(dim=1)
+            picked = torch.stack([state[rows, last].float() for state in states], dim=1)
+        else:
+            picked = torch.stack(
+                [torch.einsum("bs,bsh->bh", weights, state.float()) for state in states], dim=1
+            )
+        picked = picked.cpu().numpy()  # [batch, L + 1, hidden]
+        if out is None:
+            out = np.zeros((len(samples), n_layers + 1, picked.shape[-1]), dtype=np.float32)
+        out[list(chunk)] = picked
     assert out is not None
     return out
 
