@@ -12,7 +12,8 @@ Steps (all on the CPU, one thread is enough for the cpu-small organism):
 2. groups: ``leakage`` (tuned correct, base wrong), ``stable`` (both correct), ``lost``,
    ``never``, and the data's ``leaked`` / ``clean`` labels;
 3. hidden states of every stage at the answer position, captured once and shared;
-4. trajectory separation of leakage vs stable and of leaked vs clean, per stage;
+4. trajectory separation of leakage vs stable, leaked vs clean and (a control: base wrong vs
+   base right without any tuning effect) never vs stable, per stage;
 5. CKA per layer between the stages and probes per layer (leaked vs clean, leakage vs stable).
 
 Writes one JSON (groups, accuracies, both results, wall times) and, with ``--report-dir``,
@@ -45,6 +46,11 @@ def main() -> None:
     parser.add_argument("--stages", default="base,sft,rlvr-correct")
     parser.add_argument("--tuned", default="rlvr-correct")
     parser.add_argument("--permutations", type=int, default=1000)
+    parser.add_argument(
+        "--pairs",
+        default="leakage:stable,leaked:clean,never:stable",
+        help="group pairs compared by trajectory separation (never:stable = base wrong vs base right, a control)",
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--report-dir", default=None)
     args = parser.parse_args()
@@ -93,7 +99,7 @@ def main() -> None:
             TrajectoryConfig(group_a=a, group_b=b, template="organism", permutations=args.permutations),
             states=states,
         )
-        for a, b in (("leakage", "stable"), ("leaked", "clean"))
+        for a, b in (pair.split(":") for pair in args.pairs.split(","))
     ]
     timings["trajectory_s"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -82,7 +82,7 @@ def plot_representation(result) -> dict:
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.set_xlabel("state (0 = embeddings, l + 1 = after layer l)")
         axes[0][0].set_ylabel("held-out AUROC")
-        axes[0][0].legend(fontsize=7)
+        axes[0][0].legend(fontsize=7, loc="lower left")
         fig.tight_layout()
         figures["probes"] = fig
     return figures
