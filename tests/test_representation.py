@@ -260,3 +260,19 @@ def test_debiased_cka_equals_the_u_statistic_by_brute_force():
     k, l = centered_gram(x), centered_gram(y)  # noqa: E741
     expected = brute_force_hsic(k, l) / np.sqrt(brute_force_hsic(k, k) * brute_force_hsic(l, l))
     assert debiased_cka(x, y) == pytest.approx(expected, rel=1e-10)
+
+
+def test_report_when_no_probe_has_enough_samples(tmp_path):
+    from rlvr_lens.data import Sample
+    from rlvr_lens.report import write_run
+
+    rng = np.random.default_rng(6)
+    samples = [Sample(str(i), "p", "1") for i in range(12)]
+    states = {"base": rng.normal(size=(12, 3, 8)), "rl": rng.normal(size=(12, 3, 8))}
+    result = representation_similarity(None, samples, {"leaked": [0, 1], "clean": [2, 3]}, states=states)
+    assert all(p.status.startswith("not enough samples") for p in result.probes)
+    html = write_run(tmp_path, [result]).read_text()
+    assert "not enough samples: leaked has 2 and clean has 2" in html
+    assert "not enough samples: leakage has 0 and stable has 0" in html
+    assert (tmp_path / "figures" / "representation-cka.png").exists()
+    assert not (tmp_path / "figures" / "representation-probes.png").exists()

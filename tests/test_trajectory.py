@@ -188,3 +188,14 @@ def test_end_to_end_tiny_model_with_a_planted_bifurcation(tokenizer, tmp_path, s
     report = write_run(tmp_path / "run", [result])
     assert "Trajectory separation" in report.read_text()
     assert (tmp_path / "run" / "figures" / "trajectory-separation.png").exists()
+
+
+def test_report_of_a_result_without_curves(tmp_path):
+    from rlvr_lens.data import Sample
+    from rlvr_lens.report import write_run
+
+    samples = [Sample(str(i), "p", "1") for i in range(6)]
+    result = trajectory_separation(None, samples, {"leakage": [], "stable": [0, 1, 2]}, TrajectoryConfig())
+    html = write_run(tmp_path, [result]).read_text()
+    assert "not enough samples: leakage has 0" in html
+    assert not (tmp_path / "figures" / "trajectory-separation.png").exists()
