@@ -197,8 +197,26 @@ def separation_test(
     if len(index_a) < 2 or len(index_b) < 2:
         raise UserError("Each group of a trajectory separation needs at least 2 samples.")
     pooled = velocities(np.asarray(states)[index_a + index_b])  # [n, L, d]
-    n, n_a = pooled.shape[0], len(index_a)
-    grams = layer_grams(pooled)
+    return vector_separation_test(
+        pooled, len(index_a), permutations=permutations, alpha=alpha, seed=seed, name=name, chunk=chunk
+    )
+
+
+def vector_separation_test(
+    vectors: np.ndarray,
+    n_a: int,
+    *,
+    permutations: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    name: str = "",
+    chunk: int = 256,
+) -> ModelSeparation:
+    """The separation test on per-layer vectors ``[n, L, d]`` whose first ``n_a`` rows are group A
+    (velocities here; the fitted vector field in :mod:`rlvr_lens.analyses.neural_ode`)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    n = vectors.shape[0]
+    grams = layer_grams(vectors)
     observed_mask = np.zeros((1, n), dtype=bool)
     observed_mask[0, :n_a] = True
     observed = separation_from_grams(grams, observed_mask)[0]
@@ -216,7 +234,7 @@ def separation_test(
     max_threshold = float(np.quantile(max_null, 1 - alpha))
     p_value = (1 + (null >= observed[None, :]).sum(0)) / (1 + permutations)
     p_familywise = (1 + (max_null[:, None] >= observed[None, :]).sum(0)) / (1 + permutations)
-    speed = np.linalg.norm(pooled, axis=2)  # [n, L]
+    speed = np.linalg.norm(vectors, axis=2)  # [n, L]
     return ModelSeparation(
         name=name,
         separation=observed.tolist(),
