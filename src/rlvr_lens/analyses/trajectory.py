@@ -39,9 +39,9 @@ Everything is computed in float64 from per-layer Gram matrices of the (pooled-me
 centered) velocities, so each permutation costs ``O(n^2)`` per layer whatever the
 hidden size.
 
-The study's neural-ODE fit of the trajectories (``torchdiffeq``) and its vector-field
-separation are **not** shipped: the velocity separation above is the model-free
-quantity it approximates.
+The study's neural-ODE fit of the trajectories (``torchdiffeq``) and the separation of its
+vector field are optional (``vector_field=True``; :mod:`rlvr_lens.analyses.neural_ode`):
+the velocity separation above is the model-free quantity the field smooths.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ class TrajectoryConfig:
         alpha: significance level (band quantile ``1 - alpha``, family-wise over layers).
         seed: seed of the shuffles.
         min_group_size: fewer members in either group gives "not enough samples".
+        vector_field: also fit the study's neural-ODE vector field per model and test its
+            separation (:mod:`rlvr_lens.analyses.neural_ode`; needs ``torchdiffeq``).
+        field_components, field_steps: principal components and Adam steps of that fit.
     """
 
     group_a: str = "leakage"
@@ -79,6 +82,9 @@ class TrajectoryConfig:
     alpha: float = 0.05
     seed: int = 0
     min_group_size: int = 5
+    vector_field: bool = False
+    field_components: int = 16
+    field_steps: int = 400
 
     def capture_config(self) -> CaptureConfig:
         return CaptureConfig(template=self.template, position=self.position, batch_size=self.batch_size)
@@ -93,6 +99,10 @@ class TrajectoryConfig:
             raise UserError(f"alpha must lie in (0, 1); got {self.alpha}.")
         if self.min_group_size < 2:
             raise UserError("min_group_size must be at least 2 (a group's spread needs two members).")
+        if self.vector_field:
+            from rlvr_lens.analyses.neural_ode import VectorFieldConfig
+
+            VectorFieldConfig(components=self.field_components, steps=self.field_steps).check()
 
 
 @dataclass
@@ -113,6 +123,17 @@ class ModelSeparation:
 
 
 @dataclass
+class VectorFieldSeparation:
+    """The neural-ODE field fitted to one model's trajectories and where it separates the groups."""
+
+    name: str
+    components: int
+    explained_variance: float  # share of the pooled states' variance the components keep
+    fit_r2: float  # 1 - SSE / SST of the integrated trajectories over z(1..L)
+    separation: ModelSeparation
+
+
+@dataclass
 class TrajectoryResult(Result):
     """Velocity separation of two sample groups along the layers, per model."""
 
@@ -126,6 +147,7 @@ class TrajectoryResult(Result):
     layers: int  # decoder layers (= velocity steps); 0 when not computed
     status: str  # "ok" or why nothing was computed (e.g. "not enough samples: ...")
     models: list[ModelSeparation] = field(default_factory=list)
+    vector_fields: list[VectorFieldSeparation] = field(default_factory=list)  # when config.vector_field
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -318,8 +340,27 @@ def trajectory_separation(
         )
         for name, array in states.items()
     ]
+    vector_fields = []
+    if config.vector_field:
+        from rlvr_lens.analyses.neural_ode import VectorFieldConfig, vector_field_separation
+
+        field_config = VectorFieldConfig(
+            components=config.field_components, steps=config.field_steps, seed=config.seed
+        )
+        vector_fields = [
+            vector_field_separation(
+                array,
+                index_a,
+                index_b,
+                field_config,
+                permutations=config.permutations,
+                alpha=config.alpha,
+                name=name,
+            )
+            for name, array in states.items()
+        ]
     layers = len(models[0].separation) if models else 0
-    return TrajectoryResult(**base, layers=layers, status="ok", models=models)
+    return TrajectoryResult(**base, layers=layers, status="ok", models=models, vector_fields=vector_fields)
 
 
 def _register_report() -> None:

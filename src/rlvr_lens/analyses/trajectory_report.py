@@ -17,44 +17,44 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def plot_trajectory(result) -> dict:
-    if result.status != "ok" or not result.models:
-        return {}
+def _separation_figure(result, curves, xlabel: str):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    count = len(result.models)
+    count = len(curves)
     fig, axes = plt.subplots(1, count, figsize=(4.2 * count, 3.6), sharey=True, squeeze=False)
     layers = list(range(result.layers))
-    for axis, model in zip(axes[0], result.models):
+    for axis, model in zip(axes[0], curves):
         axis.plot(layers, model.separation, marker="o", color="tab:red", label="observed")
         axis.plot(layers, model.null_mean, color="grey", lw=1, label="null mean")
-        axis.fill_between(
-            layers,
-            0,
-            model.band,
-            color="grey",
-            alpha=0.2,
-            label=f"{1 - result.config['alpha']:.0%} null band",
-        )
+        band = f"{1 - result.config['alpha']:.0%} null band"
+        axis.fill_between(layers, 0, model.band, color="grey", alpha=0.2, label=band)
         axis.axhline(model.max_threshold, color="black", ls=":", lw=1, label="family-wise threshold")
         significant = model.significant_layers
         if significant:
-            axis.scatter(
-                significant,
-                [model.separation[i] for i in significant],
-                s=70,
-                facecolors="none",
-                edgecolors="black",
-                zorder=3,
-            )
+            values = [model.separation[i] for i in significant]
+            axis.scatter(significant, values, s=70, facecolors="none", edgecolors="black", zorder=3)
         axis.set_title(model.name, fontsize=10)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("decoder layer (velocity h(l+1) - h(l))")
+        axis.set_xlabel(xlabel)
     axes[0][0].set_ylabel(f"separation {result.group_a} vs {result.group_b}")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    return {"separation": fig}
+    return fig
+
+
+def plot_trajectory(result) -> dict:
+    if result.status != "ok" or not result.models:
+        return {}
+    figures = {
+        "separation": _separation_figure(result, result.models, "decoder layer (velocity h(l+1) - h(l))")
+    }
+    if result.vector_fields:
+        curves = [f.separation for f in result.vector_fields]
+        figures["vector-field"] = _separation_figure(
+            result, curves, "decoder layer (fitted field at the midpoint)"
+        )
+    return figures
 
 
 def section_trajectory(result, figures: dict[str, Path]) -> Section:
@@ -122,7 +122,41 @@ def section_trajectory(result, figures: dict[str, Path]) -> Section:
         if "separation" in figures
         else []
     )
-    return Section("trajectory", title, summary, paragraphs, [table], figs)
+    tables = [table]
+    if result.vector_fields:
+        paragraphs.append(
+            "The study's neural-ODE view: one vector field dz/dt = f(z, t) (a small MLP on the top principal "
+            "components of the states, integrated with RK4) is fitted to every sample's trajectory without the group "
+            "labels; its separation is the same statistic applied to the field at each layer's midpoint, with the same "
+            "permutation test. A smooth field spreads a difference over neighbouring layers; read its peak, and the "
+            "fit quality (r2), against the model-free curve above."
+        )
+        rows = []
+        for fit in result.vector_fields:
+            curve = fit.separation
+            rows.append(
+                [
+                    fit.name,
+                    str(fit.components),
+                    _fmt(fit.explained_variance),
+                    _fmt(fit.fit_r2),
+                    str(curve.peak_layer),
+                    _fmt(curve.separation[curve.peak_layer]),
+                    _fmt(curve.max_threshold),
+                    ", ".join(map(str, curve.significant_layers)) or "none",
+                ]
+            )
+        columns = ["model", "components", "variance kept", "fit r2", "peak layer", "separation at peak"]
+        columns += ["family-wise threshold", "significant layers"]
+        tables.append(Table(columns, rows, "Neural-ODE vector-field separation per model"))
+        if "vector-field" in figures:
+            figs.append(
+                (
+                    "Separation of the fitted vector field per layer against its permutation null.",
+                    figures["vector-field"],
+                )
+            )
+    return Section("trajectory", title, summary, paragraphs, tables, figs)
 
 
 def register_entries() -> None:
