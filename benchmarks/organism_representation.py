@@ -51,6 +51,9 @@ def main() -> None:
         default="leakage:stable,leaked:clean,never:stable",
         help="group pairs compared by trajectory separation (never:stable = base wrong vs base right, a control)",
     )
+    parser.add_argument(
+        "--vector-field", action="store_true", help="also fit the neural-ODE field (needs torchdiffeq)"
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--report-dir", default=None)
     args = parser.parse_args()
@@ -96,7 +99,13 @@ def main() -> None:
             series,
             samples,
             groups,
-            TrajectoryConfig(group_a=a, group_b=b, template="organism", permutations=args.permutations),
+            TrajectoryConfig(
+                group_a=a,
+                group_b=b,
+                template="organism",
+                permutations=args.permutations,
+                vector_field=args.vector_field,
+            ),
             states=states,
         )
         for a, b in (pair.split(":") for pair in args.pairs.split(","))
