@@ -20,7 +20,9 @@ decoder layers, states ``h(0..L)``):
   adds between layers ``l`` and ``l + 1``).
 
 An ODE flow is deterministic: two samples with the same ``z(0)`` follow the same
-trajectory, so the field can only separate groups that its inputs distinguish. The
+trajectory, so the field can only separate groups that its inputs distinguish. At the
+answer position of a templated prompt ``h(0)`` is the embedding of the same token for every
+sample, and the fit then explains nothing (``fit_r2`` ~ 0): read ``fit_r2`` first. The
 model-free velocity separation needs no fit and is the primary result; this is the
 study's smoother alternative, reported beside it when asked for.
 """

@@ -146,6 +146,13 @@ def section_trajectory(result, figures: dict[str, Path]) -> Section:
                     ", ".join(map(str, curve.significant_layers)) or "none",
                 ]
             )
+        poor = [fit.name for fit in result.vector_fields if not fit.fit_r2 > 0.5]
+        if poor:
+            paragraphs.append(
+                f"<b>The field does not fit</b> the trajectories of {', '.join(poor)} (r2 <= 0.5), so its separation "
+                "says nothing there. A common cause: at the answer position every sample's first state is the embedding "
+                "of the same template token, and a flow from one starting point gives every sample the same trajectory."
+            )
         columns = ["model", "components", "variance kept", "fit r2", "peak layer", "separation at peak"]
         columns += ["family-wise threshold", "significant layers"]
         tables.append(Table(columns, rows, "Neural-ODE vector-field separation per model"))
