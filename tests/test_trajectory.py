@@ -239,3 +239,19 @@ def test_vector_field_recovers_a_planted_bifurcation(k, tmp_path, single_thread)
     assert TrajectoryResult.from_dict(result.to_dict()) == result
     write_run(tmp_path, [result])
     assert (tmp_path / "figures" / "trajectory-vector-field.png").exists()
+
+
+def test_vector_field_cannot_fit_trajectories_from_one_start_and_the_report_says_so(tmp_path, single_thread):
+    pytest.importorskip("torchdiffeq")
+    from rlvr_lens.data import Sample
+    from rlvr_lens.report import write_run
+
+    states = flagged_bifurcation(2)
+    states[:, 0] = states[0, 0]  # every trajectory starts at the same point (one template token)
+    samples = [Sample(str(i), "p", "1") for i in range(len(states))]
+    groups = {"leakage": list(range(14)), "stable": list(range(14, 28))}
+    config = TrajectoryConfig(permutations=50, vector_field=True, field_components=4, field_steps=60)
+    result = trajectory_separation(None, samples, groups, config, states={"one-start": states})
+    assert result.vector_fields[0].fit_r2 < 0.5
+    assert result.models[0].peak_layer == 2  # the model-free curve does not need distinct starts
+    assert "The field does not fit" in write_run(tmp_path, [result]).read_text()
