@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
 #: Temporary files are named ``.<target name>.<random>.tmp`` (see :func:`atomic_write_bytes`).
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 
@@ -99,23 +98,23 @@ def atomic_save_pretrained(model, tokenizer, directory: str | os.PathLike) -> Pa
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (``.*.tmp``, and ``.*.tmp`` checkpoint directories) that a
-    killed writer left in ``directory`` and its subdirectories; return what was removed.
+    """Delete the temporary files (``.<name>.<random>.tmp``) a killed writer left in run
+    directory ``directory`` and its immediate subdirectories (``cache/``, ``figures/``);
+    return what was removed. Deeper folders are not searched, so a mistaken ``--out`` (a
+    home directory) is never walked.
 
     Call it only while holding :func:`run_dir_lock`, so no live writer's file is removed.
     """
-    import shutil
-
-    removed = []
     root = Path(directory)
     if not root.is_dir():
-        return removed
-    for path in sorted(root.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
+        return []
+    folders = [root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]
+    removed = []
+    for folder in folders:
+        for path in sorted(folder.glob(f"{TEMP_PREFIX}*.*{TEMP_SUFFIX}")):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
     return removed
 
 
