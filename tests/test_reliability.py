@@ -488,3 +488,21 @@ def test_threads_option_sets_torch_threads(monkeypatch, capsys):
     finally:
         torch.set_num_threads(before)
     assert seen["threads"] == 3
+
+
+def test_refresh_threads_follows_other_jobs_unless_fixed(monkeypatch):
+    import rlvr_lens.cli.common as common
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(common, "_other_jobs", lambda: 0)
+        assert common.configure_threads(None) == 4
+        monkeypatch.setattr(common, "_other_jobs", lambda: 1)  # a second job started
+        assert common.refresh_threads() == 2
+        common.configure_threads(3)  # --threads 3
+        assert common.refresh_threads() == 3
+    finally:
+        common.configure_threads(before)

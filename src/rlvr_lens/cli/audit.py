@@ -13,6 +13,7 @@ from rlvr_lens.cli.common import (
     int_at_least,
     load_data,
     parse_models,
+    refresh_threads,
 )
 
 
@@ -53,6 +54,7 @@ def report_audit(out, specs, data_path, samples, config, *, show_progress: bool,
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
         print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
+        refresh_threads()  # other jobs may have started or ended during the step
 
     outcome = run_steps(out, steps, on_step=say, keep_going=False)  # a user error stops the audit: exit 2, one sentence
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]

@@ -92,16 +92,32 @@ def default_threads() -> int:
     return max(1, cores // (1 + _other_jobs()))
 
 
+#: Whether ``--threads`` fixed the thread count of this job (then :func:`refresh_threads` keeps it).
+_THREADS_FIXED = [False]
+
+
 def configure_threads(requested: int | None = None) -> int:
     """Set torch's intra-op threads to ``requested`` (or :func:`default_threads`) and its
     inter-op pool to 1 (rlvr-lens runs no parallel graph); return the intra-op count."""
     import torch
 
+    _THREADS_FIXED[0] = requested is not None
     threads = requested or default_threads()
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # only settable before the pool first runs
         torch.set_num_interop_threads(1)
     return threads
+
+
+def refresh_threads() -> int:
+    """Re-apply :func:`default_threads` between the steps of a long job (call it from the main
+    thread: torch's thread count is per calling thread), since other jobs may have started or
+    ended meanwhile; keeps a count fixed by ``--threads``. Returns the count in use."""
+    import torch
+
+    if not _THREADS_FIXED[0]:
+        torch.set_num_threads(default_threads())
+    return torch.get_num_threads()
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, minimum: int = 2) -> None:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rlvr_lens.cli.common import add_threads_arg, int_at_least
+from rlvr_lens.cli.common import add_threads_arg, int_at_least, refresh_threads
 
 
 def register(subparsers) -> None:
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
         print(f"      {step.name:<34} {step.status}{detail}", file=sys.stderr)
+        refresh_threads()  # other jobs may have started or ended during the step
 
     outcome = run_steps(out, steps, on_step=say)
     context = [
