@@ -14,6 +14,7 @@ from rlvr_lens.cli.common import (
     add_model_args,
     add_runtime_args,
     check_out_dir,
+    check_runtime_options,
     float_in,
     int_at_least,
     load_data,
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from rlvr_lens.report import write_run
 
     specs = parse_models(args.models)
+    check_runtime_options(args)
     divergence_config = TokenDivergenceConfig(
         template=args.template,
         max_new_tokens=args.max_new_tokens,
