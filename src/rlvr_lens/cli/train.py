@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--group-size",
-        type=int_at_least(2),
+        type=int_at_least(1),  # 1 passes here; GRPOSettings.check explains why GRPO needs 2
         default=d.group_size,
         help=f"completions per prompt (default: {d.group_size})",
     )
