@@ -23,37 +23,62 @@ from typing import Any
 from rlvr_lens.errors import UserError
 from rlvr_lens.results import Result
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
+#: Files up to this size are fingerprinted by a hash of their bytes (configs, tokenizers, small
+#: weights); larger ones by size, modification and change times (ns) and a hash of their first
+#: and last MiB, so a 7B checkpoint is fingerprinted in milliseconds.
+_FULL_HASH_BYTES = 16 << 20
+_EDGE_BYTES = 1 << 20
+
+
+def _file_identity(path: Path) -> list:
+    """``[name, size, sha256]`` of a small file; ``[name, size, mtime_ns, ctime_ns, sha256 of its
+    edges]`` of a large one. A file rewritten in place changes its ``ctime`` even when its
+    size and ``mtime`` are restored."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if stat.st_size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            return [path.name, stat.st_size, digest.hexdigest()]
+        digest.update(handle.read(_EDGE_BYTES))
+        handle.seek(-_EDGE_BYTES, os.SEEK_END)
+        digest.update(handle.read(_EDGE_BYTES))
+    return [path.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, digest.hexdigest()]
 
 
 def fingerprint_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A cheap identity of a checkpoint directory: names, sizes and mtimes of its files.
+    """The identity of a checkpoint directory: every file in it (weights, config, tokenizer,
+    generation config), see :func:`_file_identity`. Hidden files are left out.
 
     Hub ids (no local directory) are fingerprinted by name only.
     """
     path = Path(path)
     if not path.is_dir():
         return {"source": str(path)}
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    return {
-        "source": str(path.resolve()),
-        "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files],
-    }
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return {"source": str(path.resolve()), "files": [_file_identity(p) for p in files]}
 
 
 def fingerprint_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a data file's bytes (directories: of their file names, sizes and mtimes)."""
+    """SHA-256 of a data file's bytes (directories: of their files' relative names and bytes)."""
     path = Path(path)
     digest = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                digest.update(f"{p.relative_to(path)}:{p.stat().st_size}:{int(p.stat().st_mtime)}".encode())
-    else:
-        with path.open("rb") as handle:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(f"{file.relative_to(path)}\0".encode())
+        with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def samples_hash(samples) -> str:
+    """SHA-256 of the samples as the analyses see them (after field map, layout detection,
+    skipped rows and ``--limit``): ids, prompts, answers, solutions and labels, in order."""
+    text = json.dumps([s.to_dict() for s in samples], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def step_hash(name: str, key: dict[str, Any]) -> str:
@@ -155,6 +180,11 @@ class AuditConfig:
             every tuned checkpoint).
         cross_sampling: also run cross-sampling in the token-level analysis.
         weights_metrics: ``"all"`` or ``"cheap"`` (sparsity and norms only).
+        fields, limit: how the samples were read (``--fields``, ``--limit``); they are part of
+            every cache key (the samples' hash covers them too).
+
+    Every field is either part of the cache key of the steps it affects (:data:`COMMON_OPTIONS`,
+    :data:`STEP_OPTIONS`) or only selects which steps run (:data:`SELECTION_OPTIONS`).
     """
 
     analyses: tuple[str, ...] = ANALYSES
@@ -168,26 +198,106 @@ class AuditConfig:
     token_pairs: tuple[str, ...] | None = None
     cross_sampling: bool = True
     weights_metrics: str = "all"
+    fields: str | None = None
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.analyses if a not in ANALYSES]
         if unknown or not self.analyses:
             raise UserError(f"Unknown analysis {', '.join(unknown) or '(none)'}; choose from {', '.join(ANALYSES)}.")
 
+    def check(self) -> None:
+        """Validate every option (one sentence for the first bad one) before any work starts."""
+        from rlvr_lens.data import apply_template
+        from rlvr_lens.models import resolve_device, resolve_dtype
+
+        resolve_dtype(self.dtype)
+        resolve_device(self.device)
+        apply_template("x", self.template)
+        ranges = {"batch_size": (self.batch_size, 1), "max_new_tokens": (self.max_new_tokens, 1), "answer_tokens": (self.answer_tokens, 0)}
+        for name, (value, minimum) in ranges.items():
+            if not isinstance(value, int) or value < minimum:
+                raise UserError(f"{name.replace('_', '-')} must be a whole number >= {minimum}; got {value!r}.")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"limit must be at least 1; got {self.limit}.")
+        if not self.fractions or any(not 0.0 < f < 1.0 for f in self.fractions):
+            raise UserError(f"Prompt fractions must lie strictly between 0 and 1; got {list(self.fractions)}.")
+        if self.weights_metrics not in ("all", "cheap"):
+            raise UserError(f"weights metrics must be all or cheap; got {self.weights_metrics!r}.")
+
+
+#: AuditConfig fields in every model step's key (with the checkpoints, data and samples).
+COMMON_OPTIONS = ("template", "batch_size", "dtype", "device", "fields", "limit")
+#: AuditConfig fields each step's key adds to the common ones ("weights" uses none of the common ones).
+STEP_OPTIONS: dict[str, tuple[str, ...]] = {
+    "perplexity": (),
+    "contamination": ("fractions", "answer_tokens"),
+    "tokens": ("max_new_tokens",),
+    "cross-sampling": ("max_new_tokens",),
+    "weights": ("weights_metrics", "device"),
+}
+#: AuditConfig fields that only choose which steps run (a step's own name / pair is in its key).
+SELECTION_OPTIONS = ("analyses", "token_pairs", "cross_sampling")
+
+
+def _option_value(config: AuditConfig, name: str) -> Any:
+    value = getattr(config, name)
+    if name == "device":  # "auto" means different devices on different machines
+        from rlvr_lens.models import resolve_device
+
+        return str(resolve_device(value))
+    return list(value) if isinstance(value, tuple) else value
+
+
+def common_key(specs, data_path: str | os.PathLike, samples, config: AuditConfig) -> dict[str, Any]:
+    """The inputs every model step depends on: each checkpoint's files (weights, config and
+    tokenizer), the data file's bytes, the samples as read (hash and count), and the
+    :data:`COMMON_OPTIONS`. New steps build their key as ``step_key(common, config, ...)``."""
+    return {
+        "checkpoints": {s.name: fingerprint_checkpoint(s.source) for s in specs},
+        "data": fingerprint_file(data_path),
+        "samples": samples_hash(samples),
+        "n": len(samples),
+        **{name: _option_value(config, name) for name in COMMON_OPTIONS},
+    }
+
+
+def step_key(common: dict[str, Any], config: AuditConfig, options: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """``common`` plus the values of ``options`` (AuditConfig field names) and ``extra``."""
+    return {**common, **{name: _option_value(config, name) for name in options}, **extra}
+
+
+def check_audit_inputs(specs, config: AuditConfig):
+    """Validate options and checkpoints once, before any step runs: every option's range, the
+    dtype, device and template, every checkpoint's path, its weight files (not truncated), and
+    that the checkpoints are comparable (architecture, shapes, tokenizer). Returns the checked
+    :class:`~rlvr_lens.models.ModelSeries`."""
+    from rlvr_lens.models import ModelSeries
+
+    config.check()
+    if "tokens" in config.analyses and config.token_pairs:
+        names = [s.name for s in specs]
+        missing = [n for n in config.token_pairs if n not in names[1:]]
+        if missing:
+            raise UserError(f"Token pair {missing[0]!r} is not a tuned checkpoint of this audit ({', '.join(names)}).")
+    series = ModelSeries(list(specs), dtype=config.dtype, device=config.device)
+    series.check()
+    return series
+
 
 def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfig, *, show_progress: bool = False) -> list[AuditStep]:
     """The steps of an audit of checkpoints ``specs`` (base first) on ``samples`` read from ``data_path``.
 
+    Every input and option is validated first (:func:`check_audit_inputs`), so a bad one is
+    one sentence before any work. Each step's ``key`` is :func:`common_key` plus its options.
+
     Models are loaded inside each step and freed after it, so at most two checkpoints are in
     memory at a time (the token-level analysis needs a pair).
     """
-    from rlvr_lens.models import ModelSeries, free_model, load_model
+    from rlvr_lens.models import free_model, load_model
 
-    fingerprints = {s.name: fingerprint_checkpoint(s.source) for s in specs}
-    common = {"checkpoints": fingerprints, "data": fingerprint_file(data_path), "n": len(samples), "template": config.template}
-    series = ModelSeries(list(specs), dtype=config.dtype, device=config.device)
-    series.check()
-    series._checked = True
+    series = check_audit_inputs(specs, config)
+    common = common_key(specs, data_path, samples, config)
     steps: list[AuditStep] = []
     if "perplexity" in config.analyses:
         from rlvr_lens.analyses.perplexity import PerplexityResult, perplexity_paradox
@@ -196,7 +306,7 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
             AuditStep(
                 "perplexity",
                 PerplexityResult,
-                {**common, "dtype": config.dtype},
+                step_key(common, config, STEP_OPTIONS["perplexity"]),
                 lambda: perplexity_paradox(
                     series, samples, template=config.template, batch_size=config.batch_size, show_progress=show_progress
                 ),
@@ -209,7 +319,7 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
             AuditStep(
                 "contamination",
                 ContaminationResult,
-                {**common, "dtype": config.dtype, "fractions": list(config.fractions), "answer_tokens": config.answer_tokens},
+                step_key(common, config, STEP_OPTIONS["contamination"]),
                 lambda: partial_prompt_probe(
                     series,
                     samples,
@@ -234,9 +344,6 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
         base_spec = specs[0]
         wanted = config.token_pairs or tuple(s.name for s in specs[1:])
         by_name = {s.name: s for s in specs}
-        missing = [n for n in wanted if n not in by_name or n == base_spec.name]
-        if missing:
-            raise UserError(f"Token pair {missing[0]!r} is not a tuned checkpoint of this audit ({', '.join(by_name)}).")
         for name in wanted:
             tuned_spec = by_name[name]
 
@@ -253,14 +360,16 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
                 finally:
                     free_model(base), free_model(tuned)
 
-            pair_key = {**common, "pair": [base_spec.name, name], "dtype": config.dtype, "max_new_tokens": config.max_new_tokens}
+            pair = [base_spec.name, name]
+            tokens_key = step_key(common, config, STEP_OPTIONS["tokens"], pair=pair)
             steps.append(
-                AuditStep(f"tokens-{name}", TokenDivergenceResult, pair_key, partial(run_on_pair, token_divergence, TokenDivergenceConfig))
+                AuditStep(f"tokens-{name}", TokenDivergenceResult, tokens_key, partial(run_on_pair, token_divergence, TokenDivergenceConfig))
             )
             if config.cross_sampling:
+                cross_key = step_key(common, config, STEP_OPTIONS["cross-sampling"], pair=pair)
                 steps.append(
                     AuditStep(
-                        f"cross-sampling-{name}", CrossSamplingResult, pair_key, partial(run_on_pair, cross_sampling, CrossSamplingConfig)
+                        f"cross-sampling-{name}", CrossSamplingResult, cross_key, partial(run_on_pair, cross_sampling, CrossSamplingConfig)
                     )
                 )
     if "weights" in config.analyses:
@@ -271,11 +380,11 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
             AuditStep(
                 "weights",
                 WeightsResult,
-                {"checkpoints": fingerprints, "metrics": config.weights_metrics},
+                step_key({"checkpoints": common["checkpoints"]}, config, STEP_OPTIONS["weights"]),
                 lambda: weight_forensics(
                     specs[0].source,
                     tuned_dirs,
-                    WeightsConfig(metrics=config.weights_metrics),
+                    WeightsConfig(metrics=config.weights_metrics, device="cpu" if config.device == "mps" else config.device),
                     base_name=specs[0].name,
                     show_progress=show_progress,
                 ),

@@ -2,11 +2,17 @@
 
 Every writer goes through :func:`atomic_write_bytes`, which writes to a temporary file in
 the destination directory, flushes and fsyncs it, then renames it over the target
-(``os.replace`` is atomic on POSIX and Windows for files on the same file system).
+(``os.replace`` is atomic on POSIX and Windows for files on the same file system). The file
+gets the mode an ordinary ``open()`` would give it (``0o666`` less the user's umask), not
+the ``0o600`` of the temporary file.
+
+A run directory is guarded by :func:`run_dir_lock` (one job writes to it at a time) and
+:func:`remove_stale_temp_files` removes the temporary files a killed job left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,16 +20,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: Temporary files are named ``.<target name>.<random>.tmp`` (see :func:`atomic_write_bytes`).
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path."""
+    """Write ``data`` to ``path`` atomically (mode as :func:`file_mode`) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -78,3 +95,65 @@ def atomic_save_pretrained(model, tokenizer, directory: str | os.PathLike) -> Pa
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
     return directory
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) a killed writer left in run
+    directory ``directory`` and its immediate subdirectories (``cache/``, ``figures/``);
+    return what was removed. Deeper folders are not searched, so a mistaken ``--out`` (a
+    home directory) is never walked.
+
+    Call it only while holding :func:`run_dir_lock`, so no live writer's file is removed.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    folders = [root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]
+    removed = []
+    for folder in folders:
+        for path in sorted(folder.glob(f"{TEMP_PREFIX}*.*{TEMP_SUFFIX}")):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+LOCK_NAME = ".rlvr-lens.lock"
+
+
+class RunDirLocked(Exception):
+    """Another process holds the run directory's lock (``pid`` when known)."""
+
+    def __init__(self, directory: Path, pid: int | None):
+        super().__init__(f"{directory} is locked by process {pid}")
+        self.directory, self.pid = directory, pid
+
+
+@contextlib.contextmanager
+def run_dir_lock(directory: str | os.PathLike):
+    """Hold an exclusive lock on run directory ``directory`` for the ``with`` block.
+
+    The lock is an ``flock`` on ``<directory>/.rlvr-lens.lock`` (it holds the owner's pid):
+    the kernel releases it when the process ends, however it ends, so a killed job never
+    leaves a stale lock. Raises :class:`RunDirLocked` at once if another process holds it.
+    On systems without ``fcntl`` (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    directory = Path(directory)
+    path = directory / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise RunDirLocked(directory, int(text) if text.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

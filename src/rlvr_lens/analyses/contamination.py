@@ -13,7 +13,9 @@ Definitions:
   special tokens) is kept whole, then the first ``k = round(x * n)`` of the problem's ``n``
   tokens (clamped to ``1 .. n - 1``). The template's text *after* the problem is not shown:
   the model has to produce the rest of the problem itself. Problems of fewer than two
-  tokens are not probed (their scores are ``None``).
+  tokens are not probed (their scores are ``None``), nor are problems whose templated prompt
+  fills the base model's context window (``max_position_embeddings``): they are listed in
+  ``too_long``. Generation stops at the context window too.
 * **Completion.** Greedy decoding (``transformers``' ``generate``, batched, left-padded) of
   ``n - k`` tokens (the length of the true remainder) plus ``answer_tokens`` more.
 * **Exact match**: the first ``n - k`` completion tokens, decoded, equal the true remainder
@@ -147,6 +149,8 @@ class ContaminationResult(Result):
     problem_tokens: list[int]  # tokens of each problem text
     runs: list[ProbeRun]
     groups: dict[str, list[int]] = field(default_factory=dict)  # label group -> sample indices
+    #: ids of the samples not probed: their templated prompt fills the model's context window
+    too_long: list[str] = field(default_factory=list)
 
     def run(self, checkpoint: str, fraction: float) -> ProbeRun:
         return next(r for r in self.runs if r.checkpoint == checkpoint and abs(r.fraction - fraction) < 1e-9)
@@ -188,10 +192,12 @@ def probe_checkpoint(
     batch_size: int = 8,
     show_progress: bool = False,
     name: str = "",
+    skip: frozenset[int] = frozenset(),
 ) -> ProbeRun:
-    """Probe one loaded model at one fraction (rates and AUROCs are filled in by the caller)."""
+    """Probe one loaded model at one fraction (rates and AUROCs are filled in by the caller);
+    samples at indices ``skip`` are not probed (``None`` everywhere)."""
     n = len(samples)
-    kept = [kept_tokens(len(p.problem_ids), fraction) for p in prompts]
+    kept = [None if i in skip else kept_tokens(len(p.problem_ids), fraction) for i, p in enumerate(prompts)]
     exact: list[bool | None] = [None] * n
     rouge: list[float | None] = [None] * n
     correct: list[bool | None] = [None] * n
@@ -246,7 +252,10 @@ def partial_prompt_probe(
         raise UserError(f"Prompt fractions must lie strictly between 0 and 1; got {fractions}.")
     groups = label_groups(samples)
     labels = leaked_labels(samples)
+    from rlvr_lens.models.loading import context_window
+
     prompts: list[SplitPrompt] | None = None
+    too_long: frozenset[int] = frozenset()
     runs: list[ProbeRun] = []
     checkpoints: list[str] = []
     for loaded in series.iter_loaded():
@@ -254,6 +263,16 @@ def partial_prompt_probe(
         if prompts is None:  # the base tokenizer defines the token ids every checkpoint sees
             leading = leading_special_ids(loaded.tokenizer)
             prompts = [split_prompt(loaded.tokenizer, s, template, leading=leading) for s in samples]
+            # a prompt that fills the context window leaves no room to continue it: not probed
+            window = context_window(loaded.model)
+            too_long = frozenset(
+                i for i, p in enumerate(prompts) if window is not None and len(p.head_ids) + len(p.problem_ids) >= window
+            )
+            if len(too_long) == len(prompts):
+                raise UserError(
+                    f"Every sample's prompt fills the model's context window ({window} tokens); "
+                    "use shorter samples or a model with a longer context."
+                )
         for fraction in fractions:
             run = probe_checkpoint(
                 loaded.model,
@@ -265,6 +284,7 @@ def partial_prompt_probe(
                 batch_size=batch_size,
                 show_progress=show_progress,
                 name=loaded.name,
+                skip=too_long,
             )
             overall = _rates(run)
             run.exact_match_rate, run.rouge_l_mean, run.answer_rate = (
@@ -286,6 +306,7 @@ def partial_prompt_probe(
         problem_tokens=[len(p.problem_ids) for p in prompts],
         runs=runs,
         groups=groups,
+        too_long=[samples[i].id for i in sorted(too_long)],
     )
 
 
@@ -348,6 +369,10 @@ def section_contamination(result: ContaminationResult, figures: dict[str, Path])
             f"{group} {_fmt(b.groups[group]['rouge_l_mean'])}" for group in result.groups
         ]
         summary += f" Mean ROUGE-L of {last} by group: {', '.join(parts)}."
+    if result.too_long:
+        summary += (
+            f" {len(result.too_long)} of {len(result.sample_ids)} samples fill the model's context window and were not probed."
+        )
     paragraphs = [
         "A model that saw a test problem during training can often finish its text from a prefix, word for word, "
         "and then state the answer without working it out; a model that never saw the problem cannot guess its "

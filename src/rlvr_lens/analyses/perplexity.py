@@ -24,6 +24,10 @@ Definitions (natural log, nats):
 * **Aggregate perplexity** of a checkpoint (or of a label group): ``exp`` of the mean over
   samples of the per-sample NLL, i.e. the geometric mean of per-sample perplexities. Every
   sample weighs the same whatever its length (a long solution does not dominate).
+* **Over-long samples.** A sample whose token sequence is longer than the base model's
+  context window (``max_position_embeddings``) is not scored by any checkpoint (its NLLs
+  are ``None``, it is left out of every average) and is listed in ``too_long``: a model
+  scores positions it was never trained on as garbage, and memory grows with the length.
 * **Verdict** (base = first checkpoint, last = last one): *answer falls* when the last
   answer perplexity is below the base's, *prompt rises* when the last prompt perplexity
   is above the base's, *paradox* when both hold. *Monotonic* flags say whether each step
@@ -220,6 +224,9 @@ class PerplexityResult(Result):
     verdict: ParadoxVerdict
     groups: dict[str, list[int]] = field(default_factory=dict)  # label group -> sample indices
     group_verdicts: dict[str, ParadoxVerdict] = field(default_factory=dict)
+    #: ids of the samples not scored because they exceed the context window (see the module docstring)
+    too_long: list[str] = field(default_factory=list)
+    context_window: int | None = None
     #: checkpoint -> signal -> AUROC of leaked vs clean (see SIGNALS); empty without labels
     auroc: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -308,9 +315,11 @@ def checkpoint_nll(
     batch_size: int = 8,
     show_progress: bool = False,
     desc: str = "perplexity",
+    skip: frozenset[int] = frozenset(),
 ) -> tuple[list[float | None], list[float | None]]:
-    """Per-sample (prompt NLL, answer NLL) lists under one model, batched longest first."""
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
+    """Per-sample (prompt NLL, answer NLL) lists under one model, batched longest first;
+    samples at indices ``skip`` are not scored (``None``)."""
+    order = sorted((i for i in range(len(encoded)) if i not in skip), key=lambda i: -len(encoded[i].ids))
     prompt: list[float | None] = [None] * len(encoded)
     answer: list[float | None] = [None] * len(encoded)
     chunks = list(batches(order, batch_size))
@@ -345,8 +354,13 @@ def perplexity_paradox(
     """
     if not samples:
         raise ValueError("perplexity_paradox needs at least one sample")
+    from rlvr_lens.errors import UserError
+    from rlvr_lens.models.loading import context_window
+
     encoded: list[EncodedSample] | None = None
     leading: list[int] = []
+    too_long: frozenset[int] = frozenset()
+    window: int | None = None
     per_checkpoint: list[CheckpointPerplexity] = []
     for loaded in series.iter_loaded():
         if encoded is None:  # the base tokenizer defines the token ids every checkpoint scores
@@ -354,6 +368,13 @@ def perplexity_paradox(
             leading = leading_special_ids(tokenizer)
             encoded = [encode_sample(tokenizer, s, template, leading=leading) for s in samples]
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            window = context_window(loaded.model)
+            too_long = frozenset(i for i, e in enumerate(encoded) if window is not None and len(e.ids) > window)
+            if len(too_long) == len(encoded):
+                raise UserError(
+                    f"Every sample is longer than the model's context window ({window} tokens); "
+                    "use shorter samples or a model with a longer context."
+                )
         prompt, answer = checkpoint_nll(
             loaded.model,
             encoded,
@@ -361,6 +382,7 @@ def perplexity_paradox(
             batch_size=batch_size,
             show_progress=show_progress,
             desc=f"perplexity {loaded.name}",
+            skip=too_long,
         )
         per_checkpoint.append(
             CheckpointPerplexity(
@@ -393,6 +415,8 @@ def perplexity_paradox(
         groups=groups,
         group_verdicts={g: paradox_verdict(per_checkpoint, idx) for g, idx in groups.items()},
         auroc=signal_aurocs(per_checkpoint, labels) if has_both_classes(labels) else {},
+        too_long=[samples[i].id for i in sorted(too_long)],
+        context_window=window,
     )
 
 
@@ -450,6 +474,11 @@ def section_perplexity(result: PerplexityResult, figures: dict[str, Path]) -> Se
     summary = finding + _verdict_sentence(v) + "."
     for group, gv in result.group_verdicts.items():
         summary += f" {group.capitalize()} samples: {'paradox' if gv.paradox else 'no paradox'} ({_verdict_sentence(gv)})."
+    if result.too_long:
+        summary += (
+            f" {len(result.too_long)} of {len(result.sample_ids)} samples are longer than the model's context window "
+            f"({result.context_window} tokens) and were not scored."
+        )
     n = len(result.sample_ids)
     n_solution = sum(1 for a in result.answer_from if a == "solution")
     paragraphs = [

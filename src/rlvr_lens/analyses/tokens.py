@@ -15,6 +15,11 @@ Two analyses of a base / tuned pair on evaluation prompts:
   where their JSD exceeds a threshold (forward: base drives, tuned replaces; reverse:
   tuned drives, base replaces), and reports accuracy against the share of replaced tokens
   (:mod:`rlvr_lens.analyses.cross_decode` holds the two-cache decoder).
+
+Over-long prompts: a sample whose prompt tokens plus ``max_new_tokens`` (plus the closing
+end-of-sequence token) exceed the base model's context window (``max_position_embeddings``)
+is left out of both analyses; its id is listed in the result's ``settings["too_long"]``.
+So every scored sequence fits the window and memory stays bounded by batch x window.
 """
 
 from __future__ import annotations
@@ -81,6 +86,23 @@ def _auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
 def _prompt_ids(tokenizer, samples: Sequence[Sample], template: str) -> tuple[list[str], list[list[int]]]:
     prompts = [apply_template(s.prompt, template, tokenizer) for s in samples]
     return prompts, [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+
+
+def _fitting(model, samples, prompts, prompt_ids, max_new_tokens: int):
+    """Drop the samples whose prompt + ``max_new_tokens`` + 1 tokens exceed ``model``'s context
+    window (see the module docstring); return the kept ``(samples, prompts, prompt_ids)`` and
+    the dropped samples' ids."""
+    from rlvr_lens.models.loading import context_window
+
+    window = context_window(model)
+    keep = [i for i, ids in enumerate(prompt_ids) if window is None or len(ids) + max_new_tokens + 1 <= window]
+    if not keep:
+        raise UserError(
+            f"Every prompt is too long for the model's context window ({window} tokens) with {max_new_tokens} "
+            "new tokens; use shorter samples or a smaller --max-new-tokens."
+        )
+    dropped = [samples[i].id for i in range(len(samples)) if i not in set(keep)]
+    return [samples[i] for i in keep], [prompts[i] for i in keep], [prompt_ids[i] for i in keep], dropped
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -356,6 +378,7 @@ def token_divergence(
     tokenizer = base.tokenizer
     eos = tokenizer.eos_token_id
     prompts, prompt_ids = _prompt_ids(tokenizer, samples, config.template)
+    samples, prompts, prompt_ids, too_long = _fitting(base.model, samples, prompts, prompt_ids, config.max_new_tokens)
     models = {"base": base, "tuned": tuned}
     responses = []
     for source in config.responses_from:
@@ -403,6 +426,7 @@ def token_divergence(
         "seed": config.seed,
         "chunk_size": config.chunk_size,
         "n_samples": len(samples),
+        "too_long": too_long,
         "log_base": "e (nats)",
     }
     return TokenDivergenceResult(base=base.name, tuned=tuned.name, settings=settings, responses=responses)
@@ -548,7 +572,8 @@ def cross_sampling(
     check_comparable(base, tuned)
     if not samples:
         raise UserError("Cross-sampling needs at least one sample.")
-    _, prompt_ids = _prompt_ids(base.tokenizer, samples, config.template)
+    prompts, prompt_ids = _prompt_ids(base.tokenizer, samples, config.template)
+    samples, _, prompt_ids, too_long = _fitting(base.model, samples, prompts, prompt_ids, config.max_new_tokens)
     roles = {"forward": (base, tuned), "reverse": (tuned, base)}
     points: list[CrossSamplingPoint] = []
     plain: dict[str, float] = {}
@@ -577,6 +602,7 @@ def cross_sampling(
         "decoding": "greedy",
         "log_base": "e (nats)",
         "n_samples": len(samples),
+        "too_long": too_long,
     }
     return CrossSamplingResult(
         base=base.name,

@@ -10,8 +10,10 @@ from rlvr_lens.cli.common import (
     add_model_args,
     add_runtime_args,
     check_out_dir,
+    int_at_least,
     load_data,
     parse_models,
+    refresh_threads,
 )
 
 
@@ -31,8 +33,8 @@ def register(subparsers) -> None:
         help="comma-separated subset of perplexity,contamination,tokens,weights (default: all)",
     )
     parser.add_argument("--token-pairs", default=None, help="tuned checkpoints compared token by token with the base (default: all)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="response length of the token analysis (default: 128)")
-    parser.add_argument("--answer-tokens", type=int, default=64, help="probe tokens generated after the prompt (default: 64)")
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=128, help="response length of the token analysis (default: 128)")
+    parser.add_argument("--answer-tokens", type=int_at_least(0), default=64, help="probe tokens generated after the prompt (default: 64)")
     parser.add_argument(
         "--fractions", default="0.4,0.6,0.8", help="shares of each problem shown by the probe (default: 0.4,0.6,0.8)"
     )
@@ -46,13 +48,15 @@ def report_audit(out, specs, data_path, samples, config, *, show_progress: bool,
     from rlvr_lens.audit import audit_steps, run_steps
     from rlvr_lens.report import write_run
 
-    steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)
+    steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)  # validates everything first
+    out = check_out_dir(out)
 
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
         print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
+        refresh_threads()  # other jobs may have started or ended during the step
 
-    outcome = run_steps(out, steps, on_step=say)
+    outcome = run_steps(out, steps, on_step=say, keep_going=False)  # a user error stops the audit: exit 2, one sentence
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
     lines += context or []
     lines += [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
@@ -69,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
     from rlvr_lens.cli.contamination import parse_fractions
 
     specs = parse_models(args.models)
-    samples = load_data(args)
-    out = check_out_dir(args.out)
     config = AuditConfig(
         analyses=tuple(a.strip() for a in args.analyses.split(",") if a.strip()),
         template=args.template,
@@ -83,5 +85,9 @@ def run(args: argparse.Namespace) -> int:
         token_pairs=tuple(args.token_pairs.split(",")) if args.token_pairs else None,
         cross_sampling=not args.no_cross_sampling,
         weights_metrics=args.weights_metrics,
+        fields=args.fields,
+        limit=args.limit,
     )
-    return report_audit(out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit")
+    config.check()  # options first: a bad one costs no data reading
+    samples = load_data(args)
+    return report_audit(args.out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit")

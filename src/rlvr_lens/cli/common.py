@@ -4,11 +4,120 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from rlvr_lens.errors import UserError
+
+# ----------------------------------------------------------------------------- option ranges
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers ``>= minimum`` (a bad value exits 2 with a sentence)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse ``type`` accepting finite floats in a range (open or closed at each end)."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            left = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            right = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(x for x in (left, right) if x)}; got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def _other_jobs() -> int:
+    """How many other ``rlvr-lens`` processes run on this machine (Linux ``/proc``; 0 elsewhere)."""
+    me = os.getpid()
+    count = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    argv = handle.read().split(b"\0")
+            except OSError:
+                continue
+            # ``rlvr-lens CMD`` or ``python -m rlvr_lens.cli CMD``
+            if any(a.endswith(b"rlvr-lens") for a in argv[:2]) or b"rlvr_lens.cli" in argv[:3]:
+                count += 1
+    return count
+
+
+def default_threads() -> int:
+    """Torch threads for this job when ``--threads`` is not given.
+
+    ``OMP_NUM_THREADS`` when set; otherwise the cores this process may use, divided by the
+    ``rlvr-lens`` jobs now running (this one included), and 1 when the machine is already
+    saturated (1-minute load average >= cores). PyTorch's own default, one thread per core
+    whatever else runs, makes two jobs on a 2-core machine spin against each other: 25x
+    slower instead of 2x (see benchmarks/two_audits.py).
+    """
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, AttributeError):
+        if os.getloadavg()[0] >= cores:
+            return 1
+    return max(1, cores // (1 + _other_jobs()))
+
+
+#: Whether ``--threads`` fixed the thread count of this job (then :func:`refresh_threads` keeps it).
+_THREADS_FIXED = [False]
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op threads to ``requested`` (or :func:`default_threads`) and its
+    inter-op pool to 1 (rlvr-lens runs no parallel graph); return the intra-op count."""
+    import torch
+
+    _THREADS_FIXED[0] = requested is not None
+    threads = requested or default_threads()
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the pool first runs
+        torch.set_num_interop_threads(1)
+    return threads
+
+
+def refresh_threads() -> int:
+    """Re-apply :func:`default_threads` between the steps of a long job (call it from the main
+    thread: torch's thread count is per calling thread), since other jobs may have started or
+    ended meanwhile; keeps a count fixed by ``--threads``. Returns the count in use."""
+    import torch
+
+    if not _THREADS_FIXED[0]:
+        torch.set_num_threads(default_threads())
+    return torch.get_num_threads()
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, minimum: int = 2) -> None:
@@ -30,7 +139,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         metavar="MAP",
         help="column mapping, e.g. prompt=question,answer=final (default: detect native, MATH or GSM8K layout)",
     )
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N samples (default: all)")
+    parser.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N samples (default: all)")
     parser.add_argument(
         "--template",
         default="plain",
@@ -45,8 +154,20 @@ def add_runtime_args(parser: argparse.ArgumentParser, *, batch_size: int = 8) ->
         "--dtype", default="auto", help="auto (as stored), float32, bfloat16, float16 (default: auto)"
     )
     parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto to spread over GPUs")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"samples per forward pass (default: {batch_size})")
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=batch_size, help=f"samples per forward pass (default: {batch_size})"
+    )
+    add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=None,
+        help="CPU threads of PyTorch (default: cores / rlvr-lens jobs running, 1 on a saturated machine)",
+    )
 
 
 def parse_models(texts: list[str], minimum: int = 2):
@@ -65,20 +186,27 @@ def load_series(args: argparse.Namespace, minimum: int = 2):
     """The checkpoints of ``--model`` as a :class:`~rlvr_lens.models.ModelSeries`, checked before any
     weight is loaded: every path exists, dtype/device/template/batch size are valid, and the
     checkpoints are comparable (architecture, shapes, tokenizer)."""
-    from rlvr_lens.data import apply_template
-    from rlvr_lens.models import ModelSeries, resolve_device, resolve_dtype
+    from rlvr_lens.models import ModelSeries
 
     specs = parse_models(args.models, minimum)
+    check_runtime_options(args)
+    series = ModelSeries(list(specs), dtype=args.dtype, device=args.device, device_map=args.device_map)
+    series.check()
+    return series
+
+
+def check_runtime_options(args: argparse.Namespace) -> None:
+    """Validate --dtype, --device (unless --device-map), --template and --batch-size, before any work."""
+    from rlvr_lens.data import apply_template
+    from rlvr_lens.models import resolve_device, resolve_dtype
+
     resolve_dtype(args.dtype)
-    if args.device_map is None:
+    if getattr(args, "device_map", None) is None:
         resolve_device(args.device)
     if getattr(args, "template", None):
         apply_template("x", args.template)
     if getattr(args, "batch_size", 1) < 1:
         raise UserError(f"--batch-size must be at least 1; got {args.batch_size}.")
-    series = ModelSeries(list(specs), dtype=args.dtype, device=args.device, device_map=args.device_map)
-    series.check()
-    return series
 
 
 def load_data(args: argparse.Namespace):
@@ -90,11 +218,40 @@ def load_data(args: argparse.Namespace):
     return report.samples
 
 
+#: Locks on the run directories of this command, released by :func:`run_guarded`.
+_OUT_LOCKS = contextlib.ExitStack()
+_LOCKED: set[Path] = set()
+
+
 def check_out_dir(path: str) -> Path:
+    """Create run directory ``path`` and make it this job's, before any computation.
+
+    Refuses (one sentence) a path that is a file, a directory that cannot be written, and a
+    directory another ``rlvr-lens`` job is writing to (an ``flock``, released when this job
+    ends however it ends). Removes temporary files a killed job left there.
+    """
+    from rlvr_lens.io import RunDirLocked, remove_stale_temp_files, run_dir_lock
+
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {path} is a file; give a directory.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f".write-test-{os.getpid()}", "wb"):
+            pass
+        (out / f".write-test-{os.getpid()}").unlink()
+    except OSError as error:
+        raise UserError(f"Cannot write to --out {path}: {error.strerror or error}.") from None
+    if out.resolve() in _LOCKED:
+        return out  # this job already holds it
+    try:
+        _OUT_LOCKS.enter_context(run_dir_lock(out))
+        _LOCKED.add(out.resolve())
+        _OUT_LOCKS.callback(_LOCKED.discard, out.resolve())
+    except RunDirLocked as locked:
+        who = f"process {locked.pid}" if locked.pid else "another process"
+        raise UserError(f"--out {path} is in use by another rlvr-lens job ({who}); wait for it or choose another directory.") from None
+    remove_stale_temp_files(out)
     return out
 
 
@@ -106,13 +263,40 @@ def _missing_dirs(path: str | None) -> list[Path]:
     return [d for d in (out, *out.parents) if not d.exists()]
 
 
+def _remove_if_empty(directory: Path) -> None:
+    """Remove ``directory`` if it holds nothing but empty folders and the run-directory lock."""
+    from rlvr_lens.io import LOCK_NAME
+
+    if not directory.is_dir():
+        return
+    for sub in sorted(directory.rglob("*"), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir() if sub.is_dir() else (sub.unlink() if sub.name == LOCK_NAME else None)
+    with contextlib.suppress(OSError):
+        directory.rmdir()  # only succeeds on an empty directory
+
+
+def _is_allocation_failure(error: BaseException) -> bool:
+    """A CPU (or any) allocator that could not get memory: ``MemoryError`` or torch's RuntimeError."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
+
+
+#: OS errors that are about the machine or the user's files, not a bug: one sentence, exit 2.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
+
+
 def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
-    """Run a command; a user error or out-of-memory becomes one sentence and exit status 2."""
+    """Run a command; a user error, out-of-memory or a full / read-only disk becomes one sentence
+    and exit status 2. Sets torch's thread count first (``--threads`` or :func:`default_threads`)."""
     import torch
 
     new_dirs = _missing_dirs(getattr(args, "out", None))  # what the command may create for --out
     status = 1
     try:
+        configure_threads(getattr(args, "threads", None))
         status = int(func(args) or 0)
     except UserError as error:
         print(f"error: {error.message}", file=sys.stderr)
@@ -120,12 +304,26 @@ def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse
     except torch.OutOfMemoryError:
         print("error: out of memory; try a smaller --batch-size, --dtype bfloat16, or --device cpu.", file=sys.stderr)
         status = 2
+    except (MemoryError, RuntimeError) as error:
+        if not _is_allocation_failure(error):
+            raise
+        print(
+            "error: out of CPU memory; try a smaller --batch-size or --chunk-size, --dtype bfloat16, or fewer samples.",
+            file=sys.stderr,
+        )
+        status = 2
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {error.strerror}.", file=sys.stderr)
+        status = 2
     except KeyboardInterrupt:
         print("interrupted; finished results are saved, unfinished ones were not written.", file=sys.stderr)
         status = 130
     finally:
+        _OUT_LOCKS.close()
         if status != 0:  # a failed command leaves no empty --out directory behind
             for directory in new_dirs:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()  # only succeeds on an empty directory
+                _remove_if_empty(directory)
     return status

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlvr_lens.cli.common import add_data_args, add_model_args, add_runtime_args
+from rlvr_lens.cli.common import add_data_args, add_model_args, add_runtime_args, int_at_least
 from rlvr_lens.errors import UserError
 
 
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--answer-tokens",
-        type=int,
+        type=int_at_least(0),
         default=64,
         help="tokens generated beyond the length of the problem's remainder (default: 64)",
     )

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlvr_lens.cli.common import add_threads_arg, int_at_least, refresh_threads
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,11 +30,12 @@ def register(subparsers) -> None:
         help="where the organism is built or found (default: runs/organism-<preset>-seed<seed>)",
     )
     parser.add_argument("--preset", default="cpu-small", help="organism preset: cpu-small, gpu-medium, test (default: cpu-small)")
-    parser.add_argument("--seed", type=int, default=0, help="organism seed (default: 0)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="organism seed (default: 0)")
     parser.add_argument("--force", action="store_true", help="rebuild the organism even if a matching one exists")
-    parser.add_argument("--limit", type=int, default=None, help="audit only the first N evaluation samples (default: all)")
+    parser.add_argument("--limit", type=int_at_least(1), default=None, help="audit only the first N evaluation samples (default: all)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=32, help="samples per forward pass (default: 32)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=32, help="samples per forward pass (default: 32)")
+    add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
         print(f"      {step.name:<34} {step.status}{detail}", file=sys.stderr)
+        refresh_threads()  # other jobs may have started or ended during the step
 
     outcome = run_steps(out, steps, on_step=say)
     context = [

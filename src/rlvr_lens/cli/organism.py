@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rlvr_lens.cli.common import int_at_least
 from rlvr_lens.errors import UserError
 
 
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="build directory")
     parser.add_argument("--preset", default="cpu-small", help="cpu-small, gpu-medium or test (default: cpu-small)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and of every training stage (default: 0)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the corpus and of every training stage (default: 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
     parser.add_argument(
         "--set",

@@ -14,6 +14,9 @@ from rlvr_lens.cli.common import (
     add_model_args,
     add_runtime_args,
     check_out_dir,
+    check_runtime_options,
+    float_in,
+    int_at_least,
     load_data,
     parse_models,
 )
@@ -42,7 +45,7 @@ def register(subparsers) -> None:
     add_data_args(parser)
     add_runtime_args(parser, batch_size=d.batch_size)
     parser.add_argument(
-        "--max-new-tokens", type=int, default=d.max_new_tokens, help=f"response length cap (default: {d.max_new_tokens})"
+        "--max-new-tokens", type=int_at_least(1), default=d.max_new_tokens, help=f"response length cap (default: {d.max_new_tokens})"
     )
     parser.add_argument(
         "--responses-from",
@@ -50,12 +53,12 @@ def register(subparsers) -> None:
         help="whose responses are scored: tuned, base or both (default: tuned,base)",
     )
     parser.add_argument("--sample", action="store_true", help="sample the scored responses instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (default: 1.0)")
-    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling top-p (default: 1.0)")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed (default: {d.seed})")
+    parser.add_argument("--temperature", type=float_in(0, low_open=True), default=d.temperature, help="sampling temperature (default: 1.0)")
+    parser.add_argument("--top-p", type=float_in(0, 1, low_open=True), default=d.top_p, help="nucleus sampling top-p (default: 1.0)")
+    parser.add_argument("--seed", type=int_at_least(0), default=d.seed, help=f"sampling seed (default: {d.seed})")
     parser.add_argument(
         "--chunk-size",
-        type=int,
+        type=int_at_least(0),
         default=d.chunk_size,
         help=f"positions per unembedding chunk (peak memory ~ chunk x vocab); 0 = no chunking (default: {d.chunk_size})",
     )
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from rlvr_lens.report import write_run
 
     specs = parse_models(args.models)
+    check_runtime_options(args)
     divergence_config = TokenDivergenceConfig(
         template=args.template,
         max_new_tokens=args.max_new_tokens,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rlvr_lens.cli.common import add_threads_arg, float_in, int_at_least
 from rlvr_lens.errors import UserError
 
 
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
         "--fields", default=None, metavar="MAP", help="column mapping, e.g. prompt=question,answer=final"
     )
     parser.add_argument(
-        "--limit", type=int, default=None, help="train on the first N samples only (default: all)"
+        "--limit", type=int_at_least(1), default=None, help="train on the first N samples only (default: all)"
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory")
     parser.add_argument(
@@ -41,62 +42,62 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--random-p",
-        type=float,
+        type=float_in(0, 1),
         default=d.random_p,
         help=f"P(reward=1) for --reward random (default: {d.random_p})",
     )
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default: {d.steps})")
+    parser.add_argument("--steps", type=int_at_least(1), default=d.steps, help=f"optimizer steps (default: {d.steps})")
     parser.add_argument(
         "--prompts-per-step",
-        type=int,
+        type=int_at_least(1),
         default=d.prompts_per_step,
         help=f"distinct prompts per generation batch (default: {d.prompts_per_step})",
     )
     parser.add_argument(
         "--group-size",
-        type=int,
+        type=int_at_least(1),  # 1 passes here; GRPOSettings.check explains why GRPO needs 2
         default=d.group_size,
         help=f"completions per prompt (default: {d.group_size})",
     )
     parser.add_argument(
         "--lr",
-        type=float,
+        type=float_in(0, low_open=True),
         default=d.learning_rate,
         help=f"learning rate, constant (default: {d.learning_rate})",
     )
     parser.add_argument(
-        "--kl-coef", type=float, default=d.kl_coef, help=f"KL penalty beta; 0 = none (default: {d.kl_coef})"
+        "--kl-coef", type=float_in(0), default=d.kl_coef, help=f"KL penalty beta; 0 = none (default: {d.kl_coef})"
     )
     parser.add_argument(
-        "--clip-eps", type=float, default=d.clip_eps, help=f"PPO clip epsilon (default: {d.clip_eps})"
+        "--clip-eps", type=float_in(0, low_open=True), default=d.clip_eps, help=f"PPO clip epsilon (default: {d.clip_eps})"
     )
     parser.add_argument(
         "--steps-per-generation",
-        type=int,
+        type=int_at_least(1),
         default=d.steps_per_generation,
         help="optimizer steps per generation batch; >1 makes later steps off-policy (default: 1)",
     )
     parser.add_argument(
         "--num-iterations",
-        type=int,
+        type=int_at_least(1),
         default=d.num_iterations,
         help="passes over each generation batch (default: 1)",
     )
     parser.add_argument(
         "--micro-batch-size",
-        type=int,
+        type=int_at_least(0),
         default=d.micro_batch_size,
         help="completions per forward pass; 0 = whole step (default: 0)",
     )
     parser.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=int_at_least(1),
         default=d.max_new_tokens,
         help=f"completion length cap (default: {d.max_new_tokens})",
     )
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=float_in(0, low_open=True),
         default=d.temperature,
         help=f"sampling temperature (default: {d.temperature})",
     )
@@ -118,17 +119,18 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--eval-every",
-        type=int,
+        type=int_at_least(0),
         default=d.eval_every,
         help=f"evaluate every k steps; 0 = never (default: {d.eval_every})",
     )
     parser.add_argument(
         "--save-every",
-        type=int,
+        type=int_at_least(0),
         default=d.save_every,
         help=f"save step-k/ every k steps and at the end (default: {d.save_every})",
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    parser.add_argument("--seed", type=int_at_least(0), default=d.seed, help=f"random seed (default: {d.seed})")
+    add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from rlvr_lens.cli.common import add_threads_arg, float_in, int_at_least
+
 
 def register(subparsers) -> None:
     from rlvr_lens.analyses.weights import WeightsConfig
@@ -34,11 +36,11 @@ def register(subparsers) -> None:
         choices=("all", "cheap"),
         help="all, or cheap = sparsity and norms only, one read pass (default: all)",
     )
-    parser.add_argument("--tol", type=float, default=d.tol, help=f"tolerance of |dW| <= tol sparsity (default: {d.tol})")
+    parser.add_argument("--tol", type=float_in(0), default=d.tol, help=f"tolerance of |dW| <= tol sparsity (default: {d.tol})")
     parser.add_argument(
-        "--k-fraction", type=float, default=d.k_fraction, help=f"top-k subspaces: k = fraction x rank (default: {d.k_fraction})"
+        "--k-fraction", type=float_in(0, 1, low_open=True), default=d.k_fraction, help=f"top-k subspaces: k = fraction x rank (default: {d.k_fraction})"
     )
-    parser.add_argument("--k-fixed", type=int, default=d.k_fixed, help=f"the second, fixed k (default: {d.k_fixed})")
+    parser.add_argument("--k-fixed", type=int_at_least(1), default=d.k_fixed, help=f"the second, fixed k (default: {d.k_fixed})")
     parser.add_argument(
         "--ranks", default=",".join(map(str, d.ranks)), help="ranks r of the best rank-r approximation error (default: 16,64)"
     )
@@ -50,10 +52,11 @@ def register(subparsers) -> None:
         help="Gram/eigh dtype for W (dW always float64); auto = float64 on CPU, float32 on GPU (default: auto)",
     )
     parser.add_argument(
-        "--chunk-mb", type=float, default=d.chunk_mb, help=f"float32 MB per streamed row chunk (default: {d.chunk_mb})"
+        "--chunk-mb", type=float_in(0, low_open=True), default=d.chunk_mb, help=f"float32 MB per streamed row chunk (default: {d.chunk_mb})"
     )
     parser.add_argument("--spectrum-matrix", default=None, metavar="NAME", help="tensor for the spectrum plot (default: middle layer's down_proj)")
     parser.add_argument("--include", default=None, metavar="REGEX", help="analyse only tensors whose name matches (default: all)")
+    add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -73,12 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from rlvr_lens.analyses.weights import WeightsConfig, weight_forensics
     from rlvr_lens.cli.common import check_out_dir, parse_models
     from rlvr_lens.errors import UserError
+    from rlvr_lens.models.loading import check_weight_files
     from rlvr_lens.report import write_run
 
     specs = parse_models(args.models, minimum=2)
     for spec in specs:
         if not Path(spec.source).is_dir():
             raise UserError(f"No checkpoint directory at {spec.source}.")
+        check_weight_files(spec.source)
     config = WeightsConfig(
         metrics=args.metrics,
         tol=args.tol,
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         include=args.include,
     )
     config.check()
+    out = check_out_dir(args.out)  # before the pass over the weights, which takes hours on a 7B pair
     result = weight_forensics(
         specs[0].source,
         {s.name: s.source for s in specs[1:]},
@@ -99,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
         base_name=specs[0].name,
         show_progress=not args.no_progress,
     )
-    out = check_out_dir(args.out)
     report = write_run(
         out,
         [result],

@@ -164,6 +164,21 @@ def _rows_jsonl(path: Path, skipped: list[str]) -> Iterable[tuple[int, Any]]:
                 skipped.append(f"line {line_no}: not valid JSON ({error.msg})")
 
 
+def _rows_json(path: Path, skipped: list[str]) -> list[tuple[int, Any]]:
+    """Rows of a ``.json`` file: a JSON array of objects (numbered from 1), or JSON lines."""
+    try:
+        whole = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return list(_rows_jsonl(path, skipped))  # JSON lines under a .json name
+    if isinstance(whole, list):
+        return list(enumerate(whole, start=1))
+    if isinstance(whole, dict):
+        lists = [k for k, v in whole.items() if isinstance(v, list)]
+        hint = f" (its key {lists[0]!r} holds a list: save that list alone)" if lists else ""
+        raise UserError(f"{path} holds one JSON object, not a list of samples{hint}; use a JSON array or JSON lines.")
+    raise UserError(f"{path} holds a single JSON {type(whole).__name__}, not a list of samples.")
+
+
 def _rows_table(path: Path) -> Iterable[tuple[int, Any]]:
     if path.is_dir():
         try:
@@ -196,9 +211,12 @@ def read_samples_report(
     if not path.exists():
         raise UserError(f"No data file at {path}.")
     skipped: list[str] = []
-    if path.suffix in {".jsonl", ".json"} and path.is_file():
+    if path.suffix == ".jsonl" and path.is_file():
         rows = list(_rows_jsonl(path, skipped))
         row_kind = "line"
+    elif path.suffix == ".json" and path.is_file():
+        rows = _rows_json(path, skipped)
+        row_kind = "row"
     elif path.suffix == ".parquet" or path.is_dir():
         rows = list(_rows_table(path))
         row_kind = "row"
@@ -208,7 +226,12 @@ def read_samples_report(
         raise UserError(f"{path} holds no rows.")
     if not rows:
         raise UserError(f"No usable rows in {path}: {skipped[0]}.")
-    columns = next((r.keys() for _, r in rows if isinstance(r, dict)), [])
+    columns = next((r.keys() for _, r in rows if isinstance(r, dict)), None)
+    if columns is None and not field_map:
+        kind = type(rows[0][1]).__name__
+        raise UserError(f"{path} holds no JSON objects (its rows are {kind}s); each sample must be an object such as "
+                        '{"prompt": ..., "answer": ...}.')
+    columns = columns or []
     if field_map:
         layout = "custom"
         mapping = dict(field_map)

@@ -70,6 +70,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def _looks_local(source: str) -> bool:
+    """True when ``source`` reads as a local path rather than a hub id ``owner/name``: it starts
+    with ``.``, ``/`` or ``~``, has more than one ``/``, or its first component is an existing
+    local directory (``runs/rlvr-step100`` while ``./runs`` exists)."""
+    if source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
+        return True
+    return os.path.isdir(source.split("/", 1)[0])
+
+
 def check_source(path_or_id: str) -> str:
     """Reject a local path that does not exist, before ``transformers`` tries the hub with it."""
     source = str(path_or_id)
@@ -79,9 +88,33 @@ def check_source(path_or_id: str) -> str:
         return source
     if os.path.exists(source):
         raise UserError(f"{source} is a file; pass the checkpoint directory that holds config.json.")
-    if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
+    if _looks_local(source):
         raise UserError(f"No checkpoint directory at {source}.")
     return source  # a hub id: transformers resolves it (cache or download)
+
+
+def check_weight_files(path_or_id: str) -> None:
+    """Reject a local checkpoint whose ``.safetensors`` files are truncated, before loading it.
+
+    Reads only each file's header: the byte range of every tensor must lie inside the file.
+    Hub ids and ``.bin`` checkpoints are left to ``transformers``.
+    """
+    from rlvr_lens.models.checkpoint_files import _safetensors_header
+
+    directory = Path(str(path_or_id))
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            header_size, header = _safetensors_header(path)
+        except OSError as error:
+            raise UserError(f"Cannot read {path}: {error.strerror or error}.") from None
+        end = 8 + header_size + max((int(m["data_offsets"][1]) for m in header.values()), default=0)
+        size = path.stat().st_size
+        if size < end:
+            raise UserError(
+                f"{path} is truncated ({size} bytes, its header describes {end}); copy or save the checkpoint again."
+            )
 
 
 def load_config(path_or_id: str):
@@ -115,8 +148,18 @@ def _saved_as_generic_tokenizer(source: str) -> bool:
         return False
 
 
+#: Files that hold a tokenizer's vocabulary (one of them must be in a local checkpoint).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.tiktoken")
+
+
 def load_tokenizer(path_or_id: str) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer; a :class:`UserError` when a local checkpoint has none."""
     source = check_source(path_or_id)
+    if os.path.isdir(source) and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(
+            f"{source} holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...); "
+            "save the tokenizer into the checkpoint directory."
+        )
     try:
         if _saved_as_generic_tokenizer(source):
             tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
@@ -124,6 +167,8 @@ def load_tokenizer(path_or_id: str) -> PreTrainedTokenizerBase:
             tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise UserError(f"Could not load the tokenizer of {source}: {str(error).splitlines()[0]}") from None
+    if len(tokenizer) < 2:
+        raise UserError(f"The tokenizer of {source} has an empty vocabulary; save the tokenizer into the checkpoint directory.")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     return tokenizer
@@ -159,6 +204,43 @@ def check_finite_weights(model: torch.nn.Module, source: str) -> None:
             raise UserError(f"Checkpoint {source} has non-finite (NaN or Inf) values in parameter {name}.")
 
 
+def check_loading_info(info: dict, source: str) -> None:
+    """Raise a :class:`UserError` naming the first tensor that ``from_pretrained`` could not load
+    as stored: missing from the checkpoint (``transformers`` would fill it with random values),
+    unexpected (stored but unused), or of another shape than the config implies."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if missing:
+        raise UserError(
+            f"Checkpoint {source} lacks {len(missing)} weight tensor(s) the model needs (first: {missing[0]}); "
+            "it is incomplete or for another architecture."
+        )
+    if mismatched:
+        name, stored, expected = (list(mismatched[0]) + [None, None])[:3]
+        shapes = f" (stored {list(stored)}, expected {list(expected)})" if stored is not None and expected is not None else ""
+        raise UserError(
+            f"Checkpoint {source} stores weight {name} with the wrong shape{shapes}; "
+            "its weights do not match its config.json."
+        )
+    if unexpected:
+        raise UserError(
+            f"Checkpoint {source} holds {len(unexpected)} weight tensor(s) its model does not use (first: {unexpected[0]}); "
+            "its weights do not match its config.json."
+        )
+    if info.get("error_msgs"):
+        raise UserError(f"Could not load the weights of {source}: {str(info['error_msgs'][0]).splitlines()[0]}")
+
+
+def context_window(model) -> int | None:
+    """The longest sequence (in tokens) the model was built for: ``max_position_embeddings``
+    of its config (of the text config for multimodal ones), or ``None`` when it states none."""
+    config = getattr(model, "config", model)
+    config = getattr(config, "text_config", None) or config
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def load_model(
     path_or_id: str,
     dtype: str | torch.dtype | None = "auto",
@@ -189,8 +271,14 @@ def load_model(
     if device_map is not None:
         kwargs["device_map"] = device_map
     hf_logging.disable_progress_bar()
+    check_weight_files(path_or_id)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report is replaced by one sentence below
     try:
-        model = AutoModelForCausalLM.from_pretrained(check_source(path_or_id), **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            check_source(path_or_id), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        check_loading_info(info, str(path_or_id))
         if device_map is None:
             model.to(resolve_device(device))
     except torch.OutOfMemoryError:
@@ -199,6 +287,12 @@ def load_model(
         ) from None
     except OSError as error:
         raise UserError(f"Could not load the weights of {path_or_id}: {str(error).splitlines()[0]}") from None
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":
+            raise
+        raise UserError(f"Could not read the weights of {path_or_id}: {str(error).splitlines()[0]}.") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.eval()
     if check_finite:
         check_finite_weights(model, str(path_or_id))
@@ -269,9 +363,13 @@ class ModelSeries:
         return self.specs[0]
 
     def check(self) -> None:
-        """Verify the checkpoints are comparable (see :func:`check_compatible`)."""
+        """Verify every checkpoint exists with untruncated weight files, and that they are
+        comparable (see :func:`check_compatible`), without loading any weight."""
         from rlvr_lens.models.compat import check_compatible
 
+        for spec in self.specs:
+            check_source(spec.source)
+            check_weight_files(spec.source)
         check_compatible([s.source for s in self.specs], names=self.names)
         self._checked = True
 

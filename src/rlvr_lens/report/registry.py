@@ -44,6 +44,32 @@ def _load_analysis_modules() -> None:
     importlib.import_module("rlvr_lens.train.grpo")  # registers the GRPO run's entry (kind "grpo_run")
 
 
+def remove_stale_outputs(out: Path, written: set[Path]) -> list[Path]:
+    """Delete what an earlier run left in ``out`` beside this run's files, so the directory
+    never shows old results next to a new report: result files (``<kind>.json`` or
+    ``<kind>-N.json`` holding that ``kind``) and figures not in ``written``. The audit cache
+    and any other file are kept."""
+    import json
+
+    removed = []
+    for path in sorted(out.glob("*.json")):
+        if path in written:
+            continue
+        try:
+            kind = json.loads(path.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        numbered = isinstance(kind, str) and path.stem.startswith(f"{kind}-") and path.stem[len(kind) + 1 :].isdigit()
+        if path.stem == kind or numbered:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for path in sorted((out / "figures").glob("*.png")):
+        if path not in written:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def write_run(
     out_dir: str | os.PathLike,
     results: list[Result],
@@ -60,11 +86,12 @@ def write_run(
     (out / "figures").mkdir(parents=True, exist_ok=True)
     sections: list[tuple[int, Section]] = []
     seen: dict[str, int] = {}
+    written: set[Path] = set()
     for result in results:
         # several results of one kind (e.g. token divergence of two pairs) get -2, -3, ... stems
         seen[result.kind] = seen.get(result.kind, 0) + 1
         stem = result.kind if seen[result.kind] == 1 else f"{result.kind}-{seen[result.kind]}"
-        result.save(out / f"{stem}.json")
+        written.add(result.save(out / f"{stem}.json"))
         entry = _ENTRIES.get(result.kind)
         if entry is None:
             sections.append((1000, Section(stem, result.kind, paragraphs=["(no report section registered)"])))
@@ -72,9 +99,11 @@ def write_run(
         paths: dict[str, Path] = {}
         for name, figure in entry.plot(result).items():
             paths[name] = atomic_save_figure(out / "figures" / f"{stem}-{name}.png", figure)
+            written.add(paths[name])
         section = entry.section(result, paths)
         section.anchor = stem
         sections.append((entry.order, section))
+    remove_stale_outputs(out, written)
     sections.sort(key=lambda item: item[0])
     html = render_html([s for _, s in sections], title=title, context=context)
     return atomic_write_text(out / "report.html", html)
