@@ -69,6 +69,9 @@ class AuditStep:
     result_type: type[Result]
     key: dict[str, Any]
     run: Callable[[], Result]
+    #: called with the step's result, computed or loaded from the cache (e.g. to hand the
+    #: evaluation's sample groups to the steps after it)
+    on_result: Callable[[Result], None] | None = None
 
 
 @dataclass
@@ -128,6 +131,8 @@ def run_steps(
                 status = StepOutcome(step.name, "failed", error=last)
         if result is not None and status.status != "failed":
             outcome.results.append(result)
+            if step.on_result is not None:
+                step.on_result(result)
         outcome.steps.append(status)
         if on_step is not None:
             on_step(status)
@@ -136,7 +141,7 @@ def run_steps(
 
 # ----------------------------------------------------------------------------- the audit
 
-ANALYSES = ("perplexity", "contamination", "tokens", "weights")
+ANALYSES = ("perplexity", "contamination", "tokens", "weights", "evaluation", "circuits")
 
 
 @dataclass
@@ -155,6 +160,9 @@ class AuditConfig:
             every tuned checkpoint).
         cross_sampling: also run cross-sampling in the token-level analysis.
         weights_metrics: ``"all"`` or ``"cheap"`` (sparsity and norms only).
+        eval_samples, eval_temperature, eval_seed: the evaluation step's rollouts (1 = greedy;
+            N > 1 = "any of N correct" at that temperature); its response length is ``max_new_tokens``.
+        circuits: the layer-localization step's :class:`~rlvr_lens.analyses.circuits.CircuitsConfig`.
     """
 
     analyses: tuple[str, ...] = ANALYSES
@@ -168,6 +176,10 @@ class AuditConfig:
     token_pairs: tuple[str, ...] | None = None
     cross_sampling: bool = True
     weights_metrics: str = "all"
+    eval_samples: int = 1
+    eval_temperature: float = 1.0
+    eval_seed: int = 0
+    circuits: Any = None  # a CircuitsConfig (None: its defaults)
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.analyses if a not in ANALYSES]
@@ -281,4 +293,49 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
                 ),
             )
         )
+    if "evaluation" in config.analyses or "circuits" in config.analyses:
+        evaluation_step, evaluation = make_evaluation_step(series, samples, common, config, show_progress=show_progress)
+        steps.append(evaluation_step)
     return steps
+
+
+class StepValue:
+    """The result of an earlier step, handed to later ones (set by the step's ``on_result``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.value: Result | None = None
+
+    def set(self, value: Result) -> None:
+        self.value = value
+
+    def get(self) -> Result:
+        if self.value is None:
+            raise UserError(f"The {self.name} step did not produce a result, so the steps that need it cannot run.")
+        return self.value
+
+
+def make_evaluation_step(series, samples, common: dict, config: AuditConfig, *, show_progress: bool = False):
+    """``(step, value)``: the shared evaluation step and the holder of its result (for the groups)."""
+    from dataclasses import asdict
+
+    from rlvr_lens.analyses.evaluation import EvaluationConfig, EvaluationResult, evaluate_models
+
+    eval_config = EvaluationConfig(
+        template=config.template,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        samples=config.eval_samples,
+        temperature=config.eval_temperature,
+        seed=config.eval_seed,
+    )
+    eval_config.check()
+    value = StepValue("evaluation")
+    step = AuditStep(
+        "evaluation",
+        EvaluationResult,
+        {**common, "dtype": config.dtype, "evaluation": asdict(eval_config)},
+        lambda: evaluate_models(series, samples, eval_config, show_progress=show_progress),
+        on_result=value.set,
+    )
+    return step, value
