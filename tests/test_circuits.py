@@ -176,3 +176,77 @@ def test_an_answer_that_tokenizes_to_nothing_is_refused(tokenizer):
     base, tuned = planted_pair(tokenizer)
     with pytest.raises(UserError, match="tokenizes to no tokens"):
         activation_patching(base, tuned, [Sample("e", "What is nothing?", "  ")], PatchingConfig())
+
+
+# ----------------------------------------------------------------------------- MLP counterfactuals
+
+
+def _jsd64(p_logits, q_logits):
+    p, q = torch.softmax(p_logits.double(), -1), torch.softmax(q_logits.double(), -1)
+    m = (p + q) / 2
+    return float((0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)).mean())
+
+
+def _answer_logits_of(model, encoding):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([encoding.ids])).logits[0, encoding.read_positions]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "olmo2", "gemma3"])
+def test_weight_restore_moves_the_output_only_at_the_planted_layer_and_component(tokenizer, family, single_thread):
+    from rlvr_lens.analyses.mlp_counterfactual import MLPCounterfactualConfig, mlp_counterfactuals
+
+    base, tuned = planted_pair(tokenizer, family, component="up")
+    result = mlp_counterfactuals(base, tuned, SAMPLES, MLPCounterfactualConfig(ablations=(), batch_size=2))
+    encodings = encode_all(tokenizer, SAMPLES, "plain", "direct")
+    for s, encoding in enumerate(encodings):
+        expected = _jsd64(_answer_logits_of(tuned.model, encoding), _answer_logits_of(base.model, encoding))
+        assert expected > 1e-4
+        for layer in range(LAYERS):
+            for c, component in enumerate(result.restore):
+                value = result.restore_jsd[s][layer][c]
+                if layer == PLANTED and component in ("up", "mlp"):  # restoring it gives back the base exactly
+                    assert value == pytest.approx(expected, rel=1e-3)
+                else:
+                    assert abs(value) < 1e-6
+    assert tuned.model.get_submodule(f"model.layers.{PLANTED}.mlp.up_proj").weight.ne(
+        base.model.get_submodule(f"model.layers.{PLANTED}.mlp.up_proj").weight
+    ).any()  # functional_call left the tuned model as it was
+
+
+class _MeanThenLinear(torch.nn.Module):
+    """Reference for the gate mean ablation: a linear layer that sees its input averaged over the sequence."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x):
+        return self.linear(x.mean(1, keepdim=True).expand_as(x))
+
+
+def test_mean_ablation_and_random_down_match_hand_built_references(tokenizer, single_thread):
+    from rlvr_lens.analyses.mlp_counterfactual import (
+        MLPCounterfactualConfig,
+        mlp_counterfactuals,
+        random_like_norm,
+    )
+
+    base, tuned = planted_pair(tokenizer, "llama")
+    config = MLPCounterfactualConfig(restore=(), batch_size=3, seed=5)  # padded batch of 3 different lengths
+    result = mlp_counterfactuals(base, tuned, SAMPLES, config)
+    encodings = encode_all(tokenizer, SAMPLES, "plain", "direct")
+    layer = 1
+    gate_ref, down_ref = copy.deepcopy(base.model), copy.deepcopy(base.model)
+    mlp = gate_ref.model.layers[layer].mlp
+    mlp.gate_proj = _MeanThenLinear(mlp.gate_proj)
+    down = down_ref.model.layers[layer].mlp.down_proj
+    with torch.no_grad():
+        down.weight.copy_(random_like_norm(down.weight, 5 + layer))
+    assert float(down.weight.detach().norm()) == pytest.approx(float(base.model.model.layers[layer].mlp.down_proj.weight.detach().norm()), rel=1e-5)
+    for s, encoding in enumerate(encodings):
+        normal = _answer_logits_of(base.model, encoding)
+        row = result.ablation_jsd["base"][s][layer]
+        assert row[0] == pytest.approx(_jsd64(normal, _answer_logits_of(gate_ref, encoding)), rel=1e-3, abs=1e-7)
+        assert row[2] == pytest.approx(_jsd64(normal, _answer_logits_of(down_ref, encoding)), rel=1e-3, abs=1e-7)
+        assert row[0] > 0 and row[1] > 0 and row[2] > 0
