@@ -250,3 +250,48 @@ def test_mean_ablation_and_random_down_match_hand_built_references(tokenizer, si
         assert row[0] == pytest.approx(_jsd64(normal, _answer_logits_of(gate_ref, encoding)), rel=1e-3, abs=1e-7)
         assert row[2] == pytest.approx(_jsd64(normal, _answer_logits_of(down_ref, encoding)), rel=1e-3, abs=1e-7)
         assert row[0] > 0 and row[1] > 0 and row[2] > 0
+
+
+# ----------------------------------------------------------------------------- verdict and report
+
+MORE = SAMPLES + [
+    Sample("d", "The quick brown fox jumps over the lazy dog.", "7"),
+    Sample("e", "A train travels sixty miles in two hours.", "30"),
+    Sample("f", "How many edges does a cube have?", "12"),
+]
+
+
+def test_verdict_finds_the_planted_anchor_and_reports_into_html(tokenizer, tmp_path, single_thread):
+    from rlvr_lens.analyses.circuits import CircuitsConfig, CircuitsResult, circuits
+    from rlvr_lens.report import write_run
+
+    base, tuned = planted_pair(tokenizer)
+    groups = {"leakage": [0, 1, 2, 3, 4, 5], "stable": [], "leaked": [0, 2, 4]}
+    config = CircuitsConfig(n_boot=200, max_rows=9, accuracy="held", max_new_tokens=3)
+    result = circuits(base, tuned, MORE, groups, config)
+    (leakage, leaked) = result.verdicts
+    assert leakage.status == "localized" and leakage.anchor.start == PLANTED, leakage.message
+    assert leakage.anchor.end >= PLANTED
+    # the tuned model's only change is at PLANTED, so no later layer's restore matters: no adapter window
+    assert leakage.adapter is None
+    assert leaked.n_samples == 3
+    again = CircuitsResult.from_dict(result.to_dict())
+    assert again.verdicts[0].anchor.start == PLANTED
+    report = write_run(tmp_path, [result])
+    html = report.read_text()
+    assert "Anchor window: layer" in html and (tmp_path / "figures" / "circuits-patching.png").is_file()
+    assert (tmp_path / "figures" / "circuits-jsd.png").is_file() and (tmp_path / "figures" / "circuits-lens.png").is_file()
+
+
+def test_identical_models_have_no_localized_shortcut_and_empty_groups_say_so(tokenizer, tmp_path, single_thread):
+    from rlvr_lens.analyses.circuits import CircuitsConfig, circuits
+    from rlvr_lens.report import write_run
+
+    base, _ = planted_pair(tokenizer)
+    twin = loaded(base.model, tokenizer, "twin")
+    config = CircuitsConfig(n_boot=50, parts=("lens", "patching"))
+    result = circuits(base, twin, MORE, {"leakage": [0, 1, 2, 3], "stable": [4, 5]}, config)
+    assert result.verdicts[0].status == "no localized shortcut"
+    empty = circuits(base, twin, MORE, {"leakage": [], "stable": [0, 1]}, config)
+    assert empty.verdicts[0].status == "not enough samples"
+    assert "Not enough samples" in write_run(tmp_path, [empty]).read_text()
