@@ -162,7 +162,9 @@ class AuditConfig:
         weights_metrics: ``"all"`` or ``"cheap"`` (sparsity and norms only).
         eval_samples, eval_temperature, eval_seed: the evaluation step's rollouts (1 = greedy;
             N > 1 = "any of N correct" at that temperature); its response length is ``max_new_tokens``.
-        circuits: the layer-localization step's :class:`~rlvr_lens.analyses.circuits.CircuitsConfig`.
+        circuits: the layer-localization step's :class:`~rlvr_lens.analyses.circuits.CircuitsConfig`
+            (its template is the audit's).
+        circuits_pairs: tuned checkpoints localized against the base (default: every tuned one).
     """
 
     analyses: tuple[str, ...] = ANALYSES
@@ -180,6 +182,7 @@ class AuditConfig:
     eval_temperature: float = 1.0
     eval_seed: int = 0
     circuits: Any = None  # a CircuitsConfig (None: its defaults)
+    circuits_pairs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.analyses if a not in ANALYSES]
@@ -296,6 +299,42 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
     if "evaluation" in config.analyses or "circuits" in config.analyses:
         evaluation_step, evaluation = make_evaluation_step(series, samples, common, config, show_progress=show_progress)
         steps.append(evaluation_step)
+    if "circuits" in config.analyses:
+        steps += circuits_steps(specs, samples, common, config, evaluation, show_progress=show_progress)
+    return steps
+
+
+def circuits_steps(specs, samples, common: dict, config: AuditConfig, evaluation: StepValue, *, show_progress: bool = False) -> list[AuditStep]:
+    """One layer-localization step per tuned checkpoint, on the evaluation step's sample groups."""
+    from dataclasses import asdict, replace
+
+    from rlvr_lens.analyses.circuits import CircuitsConfig, CircuitsResult, circuits
+    from rlvr_lens.analyses.evaluation import sample_groups
+    from rlvr_lens.models import free_model, load_model
+
+    settings = replace(config.circuits or CircuitsConfig(), template=config.template)
+    settings.check()
+    base_spec = specs[0]
+    by_name = {s.name: s for s in specs}
+    wanted = config.circuits_pairs or tuple(s.name for s in specs[1:])
+    missing = [n for n in wanted if n not in by_name or n == base_spec.name]
+    if missing:
+        raise UserError(f"Circuits pair {missing[0]!r} is not a tuned checkpoint of this audit ({', '.join(by_name)}).")
+    steps = []
+    for name in wanted:
+
+        def run(name=name) -> Result:
+            groups = sample_groups(evaluation.get(), name, base_spec.name)
+            base = tuned = None
+            try:
+                base = load_model(base_spec.source, config.dtype, config.device, name=base_spec.name)
+                tuned = load_model(by_name[name].source, config.dtype, config.device, name=name)
+                return circuits(base, tuned, samples, groups, settings, show_progress=show_progress)
+            finally:
+                free_model(base), free_model(tuned)
+
+        key = {**common, "pair": [base_spec.name, name], "dtype": config.dtype, "circuits": asdict(settings), "evaluation": evaluation.key}
+        steps.append(AuditStep(f"circuits-{name}", CircuitsResult, key, run))
     return steps
 
 
@@ -305,6 +344,7 @@ class StepValue:
     def __init__(self, name: str):
         self.name = name
         self.value: Result | None = None
+        self.key: dict[str, Any] = {}
 
     def set(self, value: Result) -> None:
         self.value = value
@@ -338,4 +378,5 @@ def make_evaluation_step(series, samples, common: dict, config: AuditConfig, *, 
         lambda: evaluate_models(series, samples, eval_config, show_progress=show_progress),
         on_result=value.set,
     )
+    value.key = step.key  # a step that reads the groups keys on the evaluation's inputs too
     return step, value
