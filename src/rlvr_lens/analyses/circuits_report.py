@@ -26,6 +26,7 @@ def _groups(result) -> list[str]:
 
 def _patching_figure(result):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from rlvr_lens.analyses.patching import group_recovery
 
@@ -47,6 +48,7 @@ def _patching_figure(result):
                         hi = [np.nan if v is None else v for v in curve.hi]
                         axis.fill_between(range(len(lo)), lo, hi, alpha=0.12, color="grey")
         axis.axhline(0, color="k", lw=0.5), axis.axhline(1, color="k", lw=0.5, ls=":")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel(f"first layer of the patched window (width {patching.config['width']})")
         axis.set_ylabel("normalized recovery")
         axis.set_title(f"{direction.donor} -> {direction.receiver}")
@@ -80,6 +82,7 @@ def _heatmap_figure(result):
 
 def _lens_figure(result):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     lens = result.lens
     fig, axis = plt.subplots(figsize=(7, 3.8))
@@ -88,6 +91,7 @@ def _lens_figure(result):
             curves = np.asarray([model.mean_logprob(i) for i in result.groups[group]], float)
             axis.plot(range(-1, lens.num_layers), curves.mean(0), style, color=f"C{g}", label=f"{group} {model.name}")
     axis.set_xlabel("lens state (-1 = embeddings, l = after layer l)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("answer log-prob (nats, mean)")
     axis.set_title("logit lens: where the gold answer emerges")
     axis.legend(fontsize=7)
