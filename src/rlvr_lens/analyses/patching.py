@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rlvr_lens.analyses.cross_decode import _cache_name, _returned_cache
 from rlvr_lens.analyses.teacher_forcing import CONTEXTS, encode_all, read_index, right_padded
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample
@@ -231,11 +232,6 @@ def _teacher_forced(receiver, donor, encodings, variants, config: PatchingConfig
 # ----------------------------------------------------------------------------- patched decoding
 
 
-def _cache_of(output):
-    cache = getattr(output, "past_key_values", None)
-    return cache if cache is not None else getattr(output, "cache", None)
-
-
 @torch.no_grad()
 def _greedy_patched(receiver, donor, prompt_ids: list[int], variants, config: PatchingConfig) -> list[list[int]]:
     """Greedy continuations of one prompt under each variant (row 0: unpatched). See the module docstring."""
@@ -251,16 +247,18 @@ def _greedy_patched(receiver, donor, prompt_ids: list[int], variants, config: Pa
     for step in range(config.max_new_tokens):
         if step == 0 or held:
             with capture(donor.model, kinds, layers, adapter=donor.adapter) as acts:
-                out = donor.model(input_ids=tokens.to(donor.device), past_key_values=donor_cache_kv, use_cache=True, logits_to_keep=1)
-            donor_cache_kv = _cache_of(out)
+                out = donor.model(input_ids=tokens.to(donor.device), use_cache=True, logits_to_keep=1, **{_cache_name(donor.model): donor_cache_kv})
+            donor_cache_kv = _returned_cache(out)
             # the donor decodes each receiver row's own tokens: its values align row by row
             replacements = _row_patches(variants, acts, unpatched_row=True)
             context = patch(receiver.model, replacements, adapter=receiver.adapter)
         else:
             context = patch(receiver.model, {}, adapter=receiver.adapter)
         with context:
-            out = receiver.model(input_ids=tokens.to(receiver.device), past_key_values=receiver_cache_kv, use_cache=True, logits_to_keep=1)
-        receiver_cache_kv = _cache_of(out)
+            out = receiver.model(
+                input_ids=tokens.to(receiver.device), use_cache=True, logits_to_keep=1, **{_cache_name(receiver.model): receiver_cache_kv}
+            )
+        receiver_cache_kv = _returned_cache(out)
         next_tokens = out.logits[:, -1].float().argmax(-1).cpu()
         if eos is not None:
             next_tokens = torch.where(done, torch.full_like(next_tokens, eos), next_tokens)
