@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -176,7 +177,13 @@ def main() -> None:
         "naive": {"samples": cfg["naive_samples"], "seconds": round(naive_s, 3), "samples_per_s": round(cfg["naive_samples"] / naive_s, 4)},
         "speedup": round((cfg["samples"] / batched_s) / (cfg["naive_samples"] / naive_s), 2),
         "max_abs_difference_nats": difference,
-        "peak_memory_mib": {"batched_8_samples": round(peak_batched, 1), "naive_1_sample": round(peak_naive, 1)},
+        "peak_memory_mib": {
+            # above the level at the call's start (allocator reuse can hide a second run's growth)
+            "batched_8_samples": round(peak_batched, 1),
+            "naive_1_sample": round(peak_naive, 1),
+            "process_peak_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            if device.type == "cpu" else round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        },
         "m_base_sample0": m_base,
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"patching_sweep_{name}.json")
