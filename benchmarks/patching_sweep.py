@@ -40,14 +40,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tokens_throughput import PeakRSS  # noqa: E402
-
 from rlvr_lens.analyses.patching import PatchingConfig, _answer_logprob, _teacher_forced, variants_for  # noqa: E402
 from rlvr_lens.analyses.teacher_forcing import AnswerEncoding  # noqa: E402
 from rlvr_lens.io import atomic_write_json  # noqa: E402
 from rlvr_lens.models.adapters import adapter_for_model_type  # noqa: E402
 from rlvr_lens.models.hooks import capture, patch  # noqa: E402
 from rlvr_lens.models.loading import LoadedModel  # noqa: E402
+from tokens_throughput import PeakRSS  # noqa: E402
 
 SHAPE = dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
              vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768)
