@@ -295,3 +295,13 @@ def test_identical_models_have_no_localized_shortcut_and_empty_groups_say_so(tok
     empty = circuits(base, twin, MORE, {"leakage": [], "stable": [0, 1]}, config)
     assert empty.verdicts[0].status == "not enough samples"
     assert "Not enough samples" in write_run(tmp_path, [empty]).read_text()
+
+
+def test_groups_are_capped_and_reindexed_into_the_selection():
+    from rlvr_lens.analyses.circuits import select_samples
+
+    selected, local = select_samples({"a": [0, 5, 9], "b": [5, 7], "c": []}, 10, 2)
+    assert selected == [0, 5, 7]
+    assert local == {"a": [0, 1], "b": [1, 2], "c": []}
+    with pytest.raises(UserError):
+        select_samples({"a": [10]}, 10, None)
