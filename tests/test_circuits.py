@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
@@ -85,8 +86,7 @@ def _greedy(model, ids, steps):
 @pytest.mark.parametrize("mode", ["held", "prompt"])
 def test_patched_decoding_follows_the_donor_from_the_planted_layer(tokenizer, mode, single_thread):
     base, tuned = planted_pair(tokenizer)
-    base.tokenizer = copy.copy(tokenizer)
-    base.tokenizer.eos_token = None  # decode the full length: compare whole token streams
+    base.tokenizer = types.SimpleNamespace(eos_token_id=None)  # decode the full length: compare whole streams
     config = PatchingConfig(accuracy=mode, max_new_tokens=6, components=("mlp",))
     ids = tokenizer("What is 12 + 7 * 3?\n", add_special_tokens=False)["input_ids"]
     rows = _greedy_patched(base, tuned, ids, [v for v in activation_variants(config)], config)
