@@ -118,6 +118,7 @@ def test_cache_key_changes_with_every_input(tmp_path, tiny_pair):
     import dataclasses
     import json
 
+    from rlvr_lens.analyses.circuits import CircuitsConfig
     from rlvr_lens.audit import COMMON_OPTIONS, STEP_OPTIONS, AuditConfig
     from rlvr_lens.data import parse_field_map, read_samples
     from rlvr_lens.models import ModelSpec
@@ -132,7 +133,7 @@ def test_cache_key_changes_with_every_input(tmp_path, tiny_pair):
     samples = read_samples(data, parse_field_map(fields))
     config = AuditConfig(fields=fields)
     reference = _keys(specs, data, samples, config)
-    model_steps = {"perplexity", "contamination", "tokens-tuned", "cross-sampling-tuned"}
+    model_steps = {"perplexity", "contamination", "tokens-tuned", "cross-sampling-tuned", "evaluation", "circuits-tuned"}
     assert set(reference) == model_steps | {"weights"}
 
     def changed(keys):
@@ -171,9 +172,21 @@ def test_cache_key_changes_with_every_input(tmp_path, tiny_pair):
         "weights_metrics": "cheap",
         "fields": fields + ",labels=x",
         "limit": 3,
+        "eval_samples": 4,
+        "eval_temperature": 0.7,
+        "eval_seed": 1,
+        "circuits": CircuitsConfig(width=2),
     }
     assert set(variants) == set(COMMON_OPTIONS) | {o for opts in STEP_OPTIONS.values() for o in opts}
-    by_step = {"perplexity": "perplexity", "contamination": "contamination", "tokens-tuned": "tokens", "cross-sampling-tuned": "cross-sampling", "weights": "weights"}
+    by_step = {
+        "perplexity": "perplexity",
+        "contamination": "contamination",
+        "tokens-tuned": "tokens",
+        "cross-sampling-tuned": "cross-sampling",
+        "weights": "weights",
+        "evaluation": "evaluation",
+        "circuits-tuned": "circuits",
+    }
     for option, value in variants.items():
         expected = {name for name, step in by_step.items() if option in STEP_OPTIONS[step] or (option in COMMON_OPTIONS and step != "weights")}
         assert expected, option

@@ -10,6 +10,7 @@ others); finished results are never lost.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -94,6 +95,9 @@ class AuditStep:
     result_type: type[Result]
     key: dict[str, Any]
     run: Callable[[], Result]
+    #: called with the step's result, computed or loaded from the cache (e.g. to hand the
+    #: evaluation's sample groups to the steps after it)
+    on_result: Callable[[Result], None] | None = None
 
 
 @dataclass
@@ -153,6 +157,8 @@ def run_steps(
                 status = StepOutcome(step.name, "failed", error=last)
         if result is not None and status.status != "failed":
             outcome.results.append(result)
+            if step.on_result is not None:
+                step.on_result(result)
         outcome.steps.append(status)
         if on_step is not None:
             on_step(status)
@@ -161,7 +167,7 @@ def run_steps(
 
 # ----------------------------------------------------------------------------- the audit
 
-ANALYSES = ("perplexity", "contamination", "tokens", "weights")
+ANALYSES = ("perplexity", "contamination", "tokens", "weights", "evaluation", "circuits")
 
 
 @dataclass
@@ -180,6 +186,11 @@ class AuditConfig:
             every tuned checkpoint).
         cross_sampling: also run cross-sampling in the token-level analysis.
         weights_metrics: ``"all"`` or ``"cheap"`` (sparsity and norms only).
+        eval_samples, eval_temperature, eval_seed: the evaluation step's rollouts (1 = greedy;
+            N > 1 = "any of N correct" at that temperature); its response length is ``max_new_tokens``.
+        circuits: the layer-localization step's :class:`~rlvr_lens.analyses.circuits.CircuitsConfig`
+            (its template is the audit's).
+        circuits_pairs: tuned checkpoints localized against the base (default: every tuned one).
         fields, limit: how the samples were read (``--fields``, ``--limit``); they are part of
             every cache key (the samples' hash covers them too).
 
@@ -198,6 +209,11 @@ class AuditConfig:
     token_pairs: tuple[str, ...] | None = None
     cross_sampling: bool = True
     weights_metrics: str = "all"
+    eval_samples: int = 1
+    eval_temperature: float = 1.0
+    eval_seed: int = 0
+    circuits: Any = None  # a CircuitsConfig (None: its defaults)
+    circuits_pairs: tuple[str, ...] | None = None
     fields: str | None = None
     limit: int | None = None
 
@@ -235,13 +251,17 @@ STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "tokens": ("max_new_tokens",),
     "cross-sampling": ("max_new_tokens",),
     "weights": ("weights_metrics", "device"),
+    "evaluation": ("max_new_tokens", "eval_samples", "eval_temperature", "eval_seed"),
+    "circuits": ("max_new_tokens", "eval_samples", "eval_temperature", "eval_seed", "circuits"),
 }
 #: AuditConfig fields that only choose which steps run (a step's own name / pair is in its key).
-SELECTION_OPTIONS = ("analyses", "token_pairs", "cross_sampling")
+SELECTION_OPTIONS = ("analyses", "token_pairs", "cross_sampling", "circuits_pairs")
 
 
 def _option_value(config: AuditConfig, name: str) -> Any:
     value = getattr(config, name)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if name == "device":  # "auto" means different devices on different machines
         from rlvr_lens.models import resolve_device
 
@@ -390,4 +410,87 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
                 ),
             )
         )
+    if "evaluation" in config.analyses or "circuits" in config.analyses:
+        evaluation_step, evaluation = make_evaluation_step(series, samples, common, config, show_progress=show_progress)
+        steps.append(evaluation_step)
+    if "circuits" in config.analyses:
+        steps += circuits_steps(specs, samples, common, config, evaluation, show_progress=show_progress)
     return steps
+
+
+def circuits_steps(specs, samples, common: dict, config: AuditConfig, evaluation: StepValue, *, show_progress: bool = False) -> list[AuditStep]:
+    """One layer-localization step per tuned checkpoint, on the evaluation step's sample groups."""
+    from dataclasses import asdict, replace
+
+    from rlvr_lens.analyses.circuits import CircuitsConfig, CircuitsResult, circuits
+    from rlvr_lens.analyses.evaluation import sample_groups
+    from rlvr_lens.models import free_model, load_model
+
+    settings = replace(config.circuits or CircuitsConfig(), template=config.template)
+    settings.check()
+    base_spec = specs[0]
+    by_name = {s.name: s for s in specs}
+    wanted = config.circuits_pairs or tuple(s.name for s in specs[1:])
+    missing = [n for n in wanted if n not in by_name or n == base_spec.name]
+    if missing:
+        raise UserError(f"Circuits pair {missing[0]!r} is not a tuned checkpoint of this audit ({', '.join(by_name)}).")
+    steps = []
+    for name in wanted:
+
+        def run(name=name) -> Result:
+            groups = sample_groups(evaluation.get(), name, base_spec.name)
+            base = tuned = None
+            try:
+                base = load_model(base_spec.source, config.dtype, config.device, name=base_spec.name)
+                tuned = load_model(by_name[name].source, config.dtype, config.device, name=name)
+                return circuits(base, tuned, samples, groups, settings, show_progress=show_progress)
+            finally:
+                free_model(base), free_model(tuned)
+
+        key = step_key(common, config, STEP_OPTIONS["circuits"], pair=[base_spec.name, name], settings=asdict(settings))
+        steps.append(AuditStep(f"circuits-{name}", CircuitsResult, key, run))
+    return steps
+
+
+class StepValue:
+    """The result of an earlier step, handed to later ones (set by the step's ``on_result``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.value: Result | None = None
+        self.key: dict[str, Any] = {}
+
+    def set(self, value: Result) -> None:
+        self.value = value
+
+    def get(self) -> Result:
+        if self.value is None:
+            raise UserError(f"The {self.name} step did not produce a result, so the steps that need it cannot run.")
+        return self.value
+
+
+def make_evaluation_step(series, samples, common: dict, config: AuditConfig, *, show_progress: bool = False):
+    """``(step, value)``: the shared evaluation step and the holder of its result (for the groups)."""
+    from dataclasses import asdict
+
+    from rlvr_lens.analyses.evaluation import EvaluationConfig, EvaluationResult, evaluate_models
+
+    eval_config = EvaluationConfig(
+        template=config.template,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        samples=config.eval_samples,
+        temperature=config.eval_temperature,
+        seed=config.eval_seed,
+    )
+    eval_config.check()
+    value = StepValue("evaluation")
+    step = AuditStep(
+        "evaluation",
+        EvaluationResult,
+        step_key(common, config, STEP_OPTIONS["evaluation"], settings=asdict(eval_config)),
+        lambda: evaluate_models(series, samples, eval_config, show_progress=show_progress),
+        on_result=value.set,
+    )
+    value.key = step.key  # a step that reads the groups keys on the evaluation's inputs too
+    return step, value

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "rlvr_lens.cli.contamination",
     "rlvr_lens.cli.tokens",
     "rlvr_lens.cli.weights",
+    "rlvr_lens.cli.circuits",
     "rlvr_lens.cli.steer",
     "rlvr_lens.cli.scoreboard",
     "rlvr_lens.cli.train",
