@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class StepOutcome:
     status: str  # "computed" | "cached" | "failed"
     cache_file: str | None = None
     error: str | None = None
+    seconds: float | None = None  # wall time of the step (loading a cached result included)
 
 
 @dataclass
@@ -106,6 +108,7 @@ def run_steps(
     cache.mkdir(parents=True, exist_ok=True)
     outcome = AuditOutcome()
     for step in steps:
+        start = time.perf_counter()
         path = cache / f"{step.name}-{step_hash(step.name, step.key)}.json"
         result: Result | None = None
         if path.exists():
@@ -128,6 +131,7 @@ def run_steps(
                 status = StepOutcome(step.name, "failed", error=last)
         if result is not None and status.status != "failed":
             outcome.results.append(result)
+        status.seconds = time.perf_counter() - start
         outcome.steps.append(status)
         if on_step is not None:
             on_step(status)

@@ -48,8 +48,12 @@ def report_audit(out, specs, data_path, samples, config, *, show_progress: bool,
 
     steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)
 
+    from rlvr_lens.progress import format_seconds
+
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
+        if step.seconds is not None:
+            detail = f" in {format_seconds(step.seconds)}{detail}"
         print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
 
     outcome = run_steps(out, steps, on_step=say)

@@ -99,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"[2/2] audit: {len(steps)} steps, {len(samples)} evaluation samples -> {out}", file=sys.stderr)
 
+    from rlvr_lens.progress import format_seconds
+
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
+        if step.seconds is not None:
+            detail = f" in {format_seconds(step.seconds)}{detail}"
         print(f"      {step.name:<34} {step.status}{detail}", file=sys.stderr)
 
     outcome = run_steps(out, steps, on_step=say)
