@@ -13,6 +13,7 @@ from rlvr_lens.cli.common import (
     load_data,
     parse_models,
 )
+from rlvr_lens.cli.config import add_config_arg, save_config
 
 
 def register(subparsers) -> None:
@@ -25,6 +26,7 @@ def register(subparsers) -> None:
     add_model_args(parser)
     add_data_args(parser)
     add_runtime_args(parser)
+    add_config_arg(parser)
     parser.add_argument(
         "--analyses",
         default="perplexity,contamination,tokens,weights",
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     specs = parse_models(args.models)
     samples = load_data(args)
     out = check_out_dir(args.out)
+    if getattr(args, "resolved_config", None):
+        save_config(out, args.resolved_config, command="audit")  # `audit --config OUT/config.toml` repeats the run
     config = AuditConfig(
         analyses=tuple(a.strip() for a in args.analyses.split(",") if a.strip()),
         template=args.template,
