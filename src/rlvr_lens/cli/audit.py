@@ -43,6 +43,15 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def print_verdict(results):
+    """Compute the verdict from ``results`` and print it on stdout; return it (first in the report)."""
+    from rlvr_lens.analyses.verdict import build_verdict, verdict_lines
+
+    verdict = build_verdict(results)
+    print("\n".join(verdict_lines(verdict)))
+    return verdict
+
+
 def report_audit(out, specs, data_path, samples, config, *, show_progress: bool, title: str, context: list[str] | None = None) -> int:
     """Run the audit's steps, print one line per step, write the report; 1 if a step failed."""
     from rlvr_lens.audit import audit_steps, run_steps
@@ -59,10 +68,11 @@ def report_audit(out, specs, data_path, samples, config, *, show_progress: bool,
         print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
 
     outcome = run_steps(out, steps, on_step=say)
+    verdict = print_verdict(outcome.results)
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
     lines += context or []
     lines += [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
-    path = write_run(out, outcome.results, title=title, context=lines)
+    path = write_run(out, [verdict, *outcome.results], title=title, context=lines)
     print(f"report: {path}")
     if outcome.failed:
         print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)

@@ -116,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
 
     runs = [Path(manifest.root) / name / "grpo_run.json" for name in plan["pairs"]]
     grpo_runs = [GRPORun.load(p) for p in runs if p.is_file()]  # training curves of the organism's RL stages
-    path = write_run(out, [manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
+    from rlvr_lens.cli.audit import print_verdict
+
+    verdict = print_verdict(outcome.results)
+    path = write_run(out, [verdict, manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
     print(f"report: {path}")
     if outcome.failed:
         print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
