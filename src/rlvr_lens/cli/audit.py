@@ -52,7 +52,19 @@ def print_verdict(results):
     return verdict
 
 
-def report_audit(out, specs, data_path, samples, config, *, show_progress: bool, title: str, context: list[str] | None = None) -> int:
+def run_info(config, run_config: dict | None, steps):
+    """The report's last section: options (``run_config``, else the audit config), environment, step times."""
+    import dataclasses
+
+    from rlvr_lens.report.run_info import environment, run_section
+
+    options = run_config if run_config is not None else dataclasses.asdict(config)
+    return run_section(options, environment(config.device, config.dtype), steps)
+
+
+def report_audit(
+    out, specs, data_path, samples, config, *, show_progress: bool, title: str, context: list[str] | None = None, run_config: dict | None = None
+) -> int:
     """Run the audit's steps, print one line per step, write the report; 1 if a step failed."""
     from rlvr_lens.audit import audit_steps, run_steps
     from rlvr_lens.report import write_run
@@ -72,7 +84,7 @@ def report_audit(out, specs, data_path, samples, config, *, show_progress: bool,
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
     lines += context or []
     lines += [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
-    path = write_run(out, [verdict, *outcome.results], title=title, context=lines)
+    path = write_run(out, [verdict, *outcome.results], title=title, context=lines, trailing=[run_info(config, run_config, outcome.steps)])
     print(f"report: {path}")
     if outcome.failed:
         print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
@@ -102,4 +114,7 @@ def run(args: argparse.Namespace) -> int:
         cross_sampling=not args.no_cross_sampling,
         weights_metrics=args.weights_metrics,
     )
-    return report_audit(out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit")
+    return report_audit(
+        out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit",
+        run_config=getattr(args, "resolved_config", None),
+    )

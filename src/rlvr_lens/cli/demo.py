@@ -117,9 +117,15 @@ def run(args: argparse.Namespace) -> int:
     runs = [Path(manifest.root) / name / "grpo_run.json" for name in plan["pairs"]]
     grpo_runs = [GRPORun.load(p) for p in runs if p.is_file()]  # training curves of the organism's RL stages
     from rlvr_lens.cli.audit import print_verdict
+    from rlvr_lens.report.run_info import environment, run_section
 
     verdict = print_verdict(outcome.results)
-    path = write_run(out, [verdict, manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    trailing = [run_section(options, environment(args.device, common["dtype"]), outcome.steps)]
+    path = write_run(
+        out, [verdict, manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism",
+        context=context, trailing=trailing,
+    )
     print(f"report: {path}")
     if outcome.failed:
         print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
