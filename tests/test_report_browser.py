@@ -7,7 +7,12 @@ import re
 
 import pytest
 
-from rlvr_lens.analyses.perplexity import CheckpointPerplexity, PerplexityResult, aggregate_ppl, paradox_verdict
+from rlvr_lens.analyses.perplexity import (
+    CheckpointPerplexity,
+    PerplexityResult,
+    aggregate_ppl,
+    paradox_verdict,
+)
 from rlvr_lens.analyses.verdict import build_verdict
 from rlvr_lens.report import write_run
 from rlvr_lens.report.browser import external_references, find_browser, open_page, screenshot
