@@ -49,6 +49,7 @@ from rlvr_lens.analyses.scoring import auroc, has_both_classes, leaked_labels
 from rlvr_lens.data.sample import Sample, label_groups
 from rlvr_lens.data.templates import apply_template
 from rlvr_lens.generation import batches
+from rlvr_lens.oom import HalvingRetry
 from rlvr_lens.progress import progress
 from rlvr_lens.report.html import Section, Table
 from rlvr_lens.report.registry import ReportEntry, register
@@ -332,8 +333,9 @@ def checkpoint_nll(
     prompt: list[float | None] = [None] * len(encoded)
     answer: list[float | None] = [None] * len(encoded)
     chunks = list(batches(order, batch_size))
+    retry = HalvingRetry("perplexity scoring")  # a batch that runs out of memory is retried at half the size
     for chunk in progress(chunks, enabled=show_progress, desc=desc, unit="batch"):
-        nlls = token_nll(model, [encoded[i].ids for i in chunk], pad_id=pad_id)
+        nlls = retry(lambda part: token_nll(model, [encoded[i].ids for i in part], pad_id=pad_id), chunk)
         for i, nll in zip(chunk, nlls):
             prompt[i] = _span_mean(nll, encoded[i].prompt_span)
             answer[i] = _span_mean(nll, encoded[i].answer_span)

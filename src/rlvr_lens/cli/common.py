@@ -42,7 +42,7 @@ def add_runtime_args(parser: argparse.ArgumentParser, *, batch_size: int = 8) ->
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory for JSON, figures and report.html")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
-        "--dtype", default="auto", help="auto (as stored), float32, bfloat16, float16 (default: auto)"
+        "--dtype", default="auto", help="auto (bfloat16 on a CUDA GPU, else as stored), float32, bfloat16, float16 (default: auto)"
     )
     parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto to spread over GPUs")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"samples per forward pass (default: {batch_size})")

@@ -41,9 +41,13 @@ DTYPES = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
-    """``"auto"``/``None`` keeps the checkpoint's dtype; names map to ``torch`` dtypes."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str | None = None) -> torch.dtype | str:
+    """Names map to ``torch`` dtypes; ``"auto"``/``None`` is bfloat16 when ``device`` is a CUDA GPU
+    that supports it (half the memory of float32, and the dtype RL checkpoints are trained in),
+    otherwise the checkpoint's stored dtype (``"auto"``)."""
     if dtype is None or dtype == "auto":
+        if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
         return "auto"
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -182,7 +186,8 @@ def load_model(
     """
     config = load_config(path_or_id)
     adapter = adapter_for_model_type(config.model_type)
-    torch_dtype = resolve_dtype(dtype)
+    target = ("cuda" if torch.cuda.is_available() else "cpu") if device_map is not None else resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
     kwargs: dict = {"dtype": torch_dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation

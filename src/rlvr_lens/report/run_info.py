@@ -34,7 +34,10 @@ def environment(device: str = "auto", dtype: str = "auto") -> dict[str, str]:
         info["gpus"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     resolved_device = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
     info["device"] = f"{device} -> {resolved_device}" if device != resolved_device else device
-    info["dtype"] = dtype
+    if dtype == "auto" and resolved_device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        info["dtype"] = "auto -> bfloat16"
+    else:
+        info["dtype"] = "auto (as stored)" if dtype == "auto" else dtype
     return info
 
 
