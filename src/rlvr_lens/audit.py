@@ -107,7 +107,10 @@ def run_steps(
     cache = Path(out_dir) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     outcome = AuditOutcome()
+    from rlvr_lens.distributed import barrier, is_main_process
+
     for step in steps:
+        barrier()  # under a multi-process launcher every process sees the same cache when it decides
         start = time.perf_counter()
         path = cache / f"{step.name}-{step_hash(step.name, step.key)}.json"
         result: Result | None = None
@@ -120,7 +123,8 @@ def run_steps(
         if result is None:
             try:
                 result = step.run()
-                result.save(path)
+                if is_main_process():  # the other processes of a launcher hold the same result
+                    result.save(path)
                 status = StepOutcome(step.name, "computed", str(path))
             except UserError as error:
                 if not keep_going:

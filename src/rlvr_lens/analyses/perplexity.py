@@ -48,6 +48,7 @@ import torch
 from rlvr_lens.analyses.scoring import auroc, has_both_classes, leaked_labels
 from rlvr_lens.data.sample import Sample, label_groups
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import gather_dict, shard
 from rlvr_lens.generation import batches
 from rlvr_lens.oom import HalvingRetry
 from rlvr_lens.progress import progress
@@ -328,17 +329,22 @@ def checkpoint_nll(
     show_progress: bool = False,
     desc: str = "perplexity",
 ) -> tuple[list[float | None], list[float | None]]:
-    """Per-sample (prompt NLL, answer NLL) lists under one model, batched longest first."""
+    """Per-sample (prompt NLL, answer NLL) lists under one model, batched longest first.
+
+    Under ``accelerate launch`` / ``torchrun`` each process scores its share of the batches
+    and every process returns all samples' numbers (see :mod:`rlvr_lens.distributed`).
+    """
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
-    prompt: list[float | None] = [None] * len(encoded)
-    answer: list[float | None] = [None] * len(encoded)
     chunks = list(batches(order, batch_size))
     retry = HalvingRetry("perplexity scoring")  # a batch that runs out of memory is retried at half the size
-    for chunk in progress(chunks, enabled=show_progress, desc=desc, unit="batch"):
+    scored: dict[int, tuple[float | None, float | None]] = {}
+    for chunk in progress(shard(chunks), enabled=show_progress, desc=desc, unit="batch"):
         nlls = retry(lambda part: token_nll(model, [encoded[i].ids for i in part], pad_id=pad_id), chunk)
         for i, nll in zip(chunk, nlls):
-            prompt[i] = _span_mean(nll, encoded[i].prompt_span)
-            answer[i] = _span_mean(nll, encoded[i].answer_span)
+            scored[i] = (_span_mean(nll, encoded[i].prompt_span), _span_mean(nll, encoded[i].answer_span))
+    scored = gather_dict(scored)  # every process gets every sample's numbers
+    prompt: list[float | None] = [scored[i][0] for i in range(len(encoded))]
+    answer: list[float | None] = [scored[i][1] for i in range(len(encoded))]
     return prompt, answer
 
 

@@ -79,7 +79,12 @@ def report_audit(
             detail = f" in {format_seconds(step.seconds)}{detail}"
         print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
 
-    outcome = run_steps(out, steps, on_step=say)
+    from rlvr_lens.distributed import is_main_process
+
+    main_process = is_main_process()  # under accelerate launch / torchrun only rank 0 prints and writes
+    outcome = run_steps(out, steps, on_step=say if main_process else None)
+    if not main_process:
+        return 1 if outcome.failed else 0
     verdict = print_verdict(outcome.results)
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
     lines += context or []
@@ -99,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     specs = parse_models(args.models)
     samples = load_data(args)
     out = check_out_dir(args.out)
-    if getattr(args, "resolved_config", None):
+    from rlvr_lens.distributed import is_main_process
+
+    if getattr(args, "resolved_config", None) and is_main_process():
         save_config(out, args.resolved_config, command="audit")  # `audit --config OUT/config.toml` repeats the run
     config = AuditConfig(
         analyses=tuple(a.strip() for a in args.analyses.split(",") if a.strip()),

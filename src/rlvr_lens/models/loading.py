@@ -58,8 +58,13 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str | 
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` picks CUDA when available, then Apple MPS, else CPU."""
+    """``"auto"``/``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under a multi-process launcher),
+    then Apple MPS, else CPU."""
     if device is None or device == "auto":
+        from rlvr_lens.distributed import local_device
+
+        if local_device() is not None:  # one model replica per GPU under accelerate launch / torchrun
+            return torch.device(local_device())
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
