@@ -1,4 +1,4 @@
-"""Samples sharded over 2 CPU processes (gloo, started by torchrun as accelerate launch would):
+"""Samples sharded over 2 CPU processes (gloo, started by torchrun and by accelerate launch):
 the perplexity analysis and the audit that uses it give exactly the single-process numbers."""
 
 from __future__ import annotations
@@ -28,10 +28,18 @@ def test_shard_takes_every_world_size_th_batch(monkeypatch):
     assert shard(list(range(8))) == [1, 4, 7] and not is_main_process()
 
 
-def _launch(args: list[str], tmp_path: Path, processes: int = 2) -> subprocess.CompletedProcess:
+def _launch(args: list[str], tmp_path: Path, processes: int = 2, launcher: str = "torchrun") -> subprocess.CompletedProcess:
+    """Start ``args`` in ``processes`` CPU processes with torchrun or ``accelerate launch``."""
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *args]
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HOME": str(tmp_path / "hf")}  # no accelerate config file of the user's
+    if launcher == "accelerate":
+        # --multi_gpu starts torch.distributed processes (gloo without GPUs); --cpu would start only one
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={processes}",
+                   "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "--num_cpu_threads_per_process=1",
+                   *(["-m", *args[1:]] if args[0] == "-m" else args)]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *args]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -74,8 +82,9 @@ def test_two_process_perplexity_and_audit_equal_one_process(tmp_path, tiny_pair,
     assert two == one  # exactly: every batch is the same batch as in one process
 
     # 2. the audit command under the launcher: only rank 0 writes, results equal a 1-process audit
-    done = _launch(["-m", "rlvr_lens.cli", "audit", *flags, "--out", str(tmp_path / "run2")], tmp_path)
+    done = _launch(["-m", "rlvr_lens.cli", "audit", *flags, "--out", str(tmp_path / "run2")], tmp_path, launcher="accelerate")
     assert done.stdout.count("report: ") == 1  # rank 1 printed nothing
+    assert "<td>processes</td><td>2</td>" in (tmp_path / "run2" / "report.html").read_text()
     from rlvr_lens.cli import main
 
     assert main(["audit", *flags, "--out", str(tmp_path / "run1")]) == 0

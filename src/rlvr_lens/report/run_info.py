@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from rlvr_lens import __version__
+from rlvr_lens.distributed import world_size
 from rlvr_lens.report.html import Section, Table
 
 #: Packages whose versions the report lists (those that change numbers).
@@ -24,6 +25,7 @@ def environment(device: str = "auto", dtype: str = "auto") -> dict[str, str]:
         "platform": platform.platform(terse=True),
         "cpus": str(os.cpu_count()),
         "torch threads": str(torch.get_num_threads()),
+        "processes": str(world_size()),  # > 1 under accelerate launch / torchrun (samples sharded)
     }
     for package in PACKAGES:
         try:
