@@ -318,6 +318,7 @@ def build_verdict(results: list[Result | dict[str, Any]]) -> VerdictResult:
         base = base or _base_name(data)
         order += [s.tuned for s in found if s.tuned not in order]
     verdicts = [decide(t, base, [s for s in signals if s.tuned == t]) for t in order]
+    verdicts.sort(key=lambda v: not any(s.points_to == "gain" for s in v.supporting + v.inconclusive))  # compared ones first
     return VerdictResult(verdicts=verdicts, results_used=used, method=__doc__.split("\n\n", 1)[0])
 
 

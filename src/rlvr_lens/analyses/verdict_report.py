@@ -36,21 +36,20 @@ def plot_verdict(result: VerdictResult) -> dict:
 def section_verdict(result: VerdictResult, figures: dict[str, Path]) -> Section:
     if not result.verdicts:
         return Section("verdict", "Verdict", "<b>Undetermined</b>: no analysis that gives evidence was computed.")
-    summary = " ".join(f"<b>{v.tuned}: {LABELS[v.verdict]}</b>, because {v.reason}." for v in result.verdicts)
+    summary = "; ".join(f"{v.tuned}: {LABELS[v.verdict]}" for v in result.verdicts) + "."
     paragraphs = [
         "Is each tuned checkpoint's gain on these samples consistent with reasoning, or with retrieval of memorized "
         "answers? Every signal compares the tuned model with its base on the same samples and carries a 95% "
         "bootstrap interval over samples; a signal only counts when its interval excludes its threshold. "
         "<b>Reasoning</b> needs a significant gain and every memorization test ruled out; <b>memorization</b> needs a "
-        "significant gain and at least one memorization test that holds; anything else is <b>undetermined</b>.",
+        "significant gain and at least one memorization test that holds; anything else is <b>undetermined</b>. "
+        "The table lists every signal; <code>verdict.json</code> holds each one's full sentence.",
     ]
     for v in result.verdicts:
-        if v.missing:
-            paragraphs.append(f"{v.tuned}: decisive tests missing: {', '.join(v.missing)}.")
+        text = f"<b>{v.tuned} vs {v.base}: {LABELS[v.verdict]}</b>, because {v.reason}."
         if v.would_change:
-            paragraphs.append(f"{v.tuned}: what would change this verdict: {'; '.join(v.would_change)}.")
-        for s in [*v.supporting, *v.contradicting, *v.inconclusive, *v.context]:
-            paragraphs.append(f"{v.tuned}, <i>{s.name}</i>: {s.text}.")
+            text += f" What would change it: {'; '.join(v.would_change)}."
+        paragraphs.append(text)
     table = Table(
         ["tuned", "role", "signal", "value", "95% interval", "sign-test p", "state", "threshold", "threshold from"],
         [row for v in result.verdicts for row in _rows(v)],
