@@ -67,8 +67,11 @@ def test_two_process_perplexity_and_audit_equal_one_process(tmp_path, tiny_pair,
         "from rlvr_lens.models import ModelSeries, ModelSpec\n"
         f"series = ModelSeries([ModelSpec('base', {str(base)!r}), ModelSpec('rl', {str(tuned)!r})], dtype='float32', device='cpu')\n"
         f"result = perplexity_paradox(series, read_samples({str(data)!r}), batch_size=2)\n"
+        "from rlvr_lens.analyses.contamination import partial_prompt_probe\n"
+        f"probe = partial_prompt_probe(series, read_samples({str(data)!r}), fractions=(0.5,), answer_tokens=4, batch_size=2)\n"
         "if is_main_process():\n"
         "    open(sys.argv[1], 'w').write(json.dumps({'world': world_size(), **result.to_dict()}))\n"
+        "    open(sys.argv[1] + '.probe', 'w').write(json.dumps(probe.to_dict()))\n"
     )
     _launch([str(script), str(tmp_path / "two.json")], tmp_path)
     two = json.loads((tmp_path / "two.json").read_text())
@@ -80,6 +83,10 @@ def test_two_process_perplexity_and_audit_equal_one_process(tmp_path, tiny_pair,
     series = ModelSeries([ModelSpec("base", str(base)), ModelSpec("rl", str(tuned))], dtype="float32", device="cpu")
     one = perplexity_paradox(series, read_samples(data), batch_size=2).to_dict()
     assert two == one  # exactly: every batch is the same batch as in one process
+    from rlvr_lens.analyses.contamination import partial_prompt_probe
+
+    probe = partial_prompt_probe(series, read_samples(data), fractions=(0.5,), answer_tokens=4, batch_size=2).to_dict()
+    assert json.loads((tmp_path / "two.json.probe").read_text()) == probe
 
     # 2. the audit command under the launcher: only rank 0 writes, results equal a 1-process audit
     done = _launch(["-m", "rlvr_lens.cli", "audit", *flags, "--out", str(tmp_path / "run2")], tmp_path, launcher="accelerate")
