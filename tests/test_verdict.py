@@ -145,3 +145,35 @@ def test_perplexity_paradox_says_not_significant_when_the_interval_reaches_zero(
     n = 30
     strong = paradox_verdict([ckpt("base", [1.0] * n, [2.0] * n), ckpt("last", [1.1 + 0.01 * i for i in range(n)], [1.8] * n)])
     assert strong.paradox and strong.significant is True and "not significant" not in _verdict_sentence(strong)
+
+
+@pytest.mark.slow
+def test_verdict_on_real_models_where_the_tuned_one_memorized(memorizing_pair, single_thread):
+    """A tiny qwen2 trained to recite 4 of 8 problems with their answers: it gains exactly on those 4
+    and answers them from 40% of the problem, so the verdict is memorization by the probe."""
+    from rlvr_lens.analyses.contamination import partial_prompt_probe
+    from rlvr_lens.analyses.perplexity import perplexity_paradox
+    from rlvr_lens.analyses.tokens import TokenDivergenceConfig, token_divergence
+    from rlvr_lens.models import ModelSeries, ModelSpec, load_model
+
+    base_dir, tuned_dir, samples = memorizing_pair
+    series = ModelSeries([ModelSpec("base", str(base_dir)), ModelSpec("tuned", str(tuned_dir))], dtype="float32", device="cpu")
+    results = [
+        perplexity_paradox(series, samples, batch_size=8),
+        partial_prompt_probe(series, samples, fractions=(0.4,), answer_tokens=16, batch_size=8),
+        token_divergence(
+            load_model(str(base_dir), "float32", "cpu", name="base"),
+            load_model(str(tuned_dir), "float32", "cpu", name="tuned"),
+            samples,
+            TokenDivergenceConfig(max_new_tokens=40, batch_size=8, responses_from=("tuned", "base")),
+        ),
+    ]
+    v = _only(V.build_verdict(results))
+    assert v.tuned == "tuned" and v.verdict == V.MEMORIZATION, v.reason
+    gain = next(s for s in v.supporting if s.name == "gain")
+    assert gain.value == pytest.approx(4 / 8)  # the 4 memorized problems, nothing else
+    probe = next(s for s in v.supporting if s.name == "answers from partial prompts")
+    assert probe.holds and probe.value == pytest.approx(4 / 8)
+    # it memorized the prompts too, so their perplexity falls: no paradox, and the verdict says so
+    paradox = next(s for s in v.contradicting if s.name == "perplexity paradox")
+    assert paradox.ruled_out and not paradox.holds
