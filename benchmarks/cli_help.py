@@ -15,6 +15,7 @@ import argparse
 import io
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,18 +38,24 @@ def _extract_src(revision: str, into: Path) -> Path:
 def _time_help(src: Path, command: str, repeats: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "rlvr_lens.cli", *([command] if command else []), "--help"]
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(argv, env=env, capture_output=True, check=True)
         seconds.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(seconds), 3), "max_s": round(max(seconds), 3)}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    # CPU seconds (user + sys) barely depend on the machine's load: about the wall time on an idle machine
+    return {"median_s": round(statistics.median(seconds), 3), "max_s": round(max(seconds), 3),
+            "median_cpu_s": round(statistics.median(cpu), 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before-rev", default="02534db", help="git revision of the slow CLI (default: 02534db)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--commands", default=None, help="comma-separated subset of commands ('' = the bare --help)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cli_help.json"))
     args = parser.parse_args()
 
@@ -57,13 +64,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         before_src = _extract_src(args.before_rev, Path(tmp))
-        for command in COMMANDS:
+        commands = COMMANDS if args.commands is None else tuple(c.strip() for c in args.commands.split(","))
+        for command in commands:
             load = os.getloadavg()[0]
             before = _time_help(before_src, command, args.repeats)
             after = _time_help(ROOT / "src", command, args.repeats)
             label = f"rlvr-lens {command} --help".replace("  ", " ")
             rows.append({"command": label, "before": before, "after": after, "load_1min": round(load, 2)})
-            print(f"{label:<36} before {before['median_s']:6.2f} s   after {after['median_s']:5.2f} s   load {load:.1f}")
+            print(f"{label:<36} before {before['median_s']:6.2f} s (cpu {before['median_cpu_s']:5.2f} s)   "
+                  f"after {after['median_s']:5.2f} s (cpu {after['median_cpu_s']:4.2f} s)   load {load:.1f}")
     atomic_write_json(
         args.out,
         {

@@ -3,7 +3,7 @@
     python benchmarks/verdict_truth.py --run runs/demo --organism runs/organism-cpu-small-seed0 \
         [--report /tmp/report-with-verdict] [--screenshot docs/figures/report-top.png]
 
-Reads every result JSON of a demo run, computes the verdict of each tuned stage with this
+Reads every result JSON of a demo run (or, while it runs, the cached results of its finished steps), computes the verdict of each tuned stage with this
 checkout's code, and compares it with the truth the organism knows: the accuracy change
 of the stage over the base on its leaked and its clean evaluation problems (from the
 manifest). The truth of a stage's gain:
@@ -62,7 +62,8 @@ def _load_results(run: Path) -> list:
 
     types = {cls.kind: cls for cls in subclasses(Result)}
     results = []
-    for path in sorted(run.glob("*.json")):
+    # the report's result files, or (while a run is still going) the cached results of its finished steps
+    for path in sorted(run.glob("*.json")) or sorted((run / "cache").glob("*.json")):
         data = json.loads(path.read_text())
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind in types and kind != "verdict":
@@ -100,9 +101,11 @@ def main() -> None:
         "rows": rows,
     })
     if args.report:
+        from rlvr_lens.organism.manifest import OrganismManifest
         from rlvr_lens.report import write_run
 
-        path = write_run(args.report, [verdict, *results], title="rlvr-lens demo: auditing the model organism",
+        organism = [] if any(r.kind == "organism" for r in results) else [OrganismManifest.load_dir(args.organism)]
+        path = write_run(args.report, [verdict, *organism, *results], title="rlvr-lens demo: auditing the model organism",
                          context=[f"results of {args.run}, verdict computed by benchmarks/verdict_truth.py"])
         print(f"report: {path}")
         if args.screenshot:

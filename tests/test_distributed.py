@@ -69,8 +69,11 @@ def test_two_process_perplexity_and_audit_equal_one_process(tmp_path, tiny_pair,
         f"result = perplexity_paradox(series, read_samples({str(data)!r}), batch_size=2)\n"
         "from rlvr_lens.analyses.contamination import partial_prompt_probe\n"
         f"probe = partial_prompt_probe(series, read_samples({str(data)!r}), fractions=(0.5,), answer_tokens=4, batch_size=2)\n"
+        "from rlvr_lens.analyses.tokens import TokenDivergenceConfig, token_divergence\n"
+        f"tokens = token_divergence(series.load(0), series.load(1), read_samples({str(data)!r}), TokenDivergenceConfig(max_new_tokens=6, batch_size=2))\n"
         "if is_main_process():\n"
         "    open(sys.argv[1], 'w').write(json.dumps({'world': world_size(), **result.to_dict()}))\n"
+        "    open(sys.argv[1] + '.tokens', 'w').write(json.dumps(tokens.to_dict()))\n"
         "    open(sys.argv[1] + '.probe', 'w').write(json.dumps(probe.to_dict()))\n"
     )
     _launch([str(script), str(tmp_path / "two.json")], tmp_path)
@@ -87,6 +90,10 @@ def test_two_process_perplexity_and_audit_equal_one_process(tmp_path, tiny_pair,
 
     probe = partial_prompt_probe(series, read_samples(data), fractions=(0.5,), answer_tokens=4, batch_size=2).to_dict()
     assert json.loads((tmp_path / "two.json.probe").read_text()) == probe
+    from rlvr_lens.analyses.tokens import TokenDivergenceConfig, token_divergence
+
+    tokens = token_divergence(series.load(0), series.load(1), read_samples(data), TokenDivergenceConfig(max_new_tokens=6, batch_size=2))
+    assert json.loads((tmp_path / "two.json.tokens").read_text()) == json.loads(tokens.to_json())
 
     # 2. the audit command under the launcher: only rank 0 writes, results equal a 1-process audit
     done = _launch(["-m", "rlvr_lens.cli", "audit", *flags, "--out", str(tmp_path / "run2")], tmp_path, launcher="accelerate")
@@ -98,3 +105,12 @@ def test_two_process_perplexity_and_audit_equal_one_process(tmp_path, tiny_pair,
     one_audit = json.loads((tmp_path / "run1" / "perplexity.json").read_text())
     two_audit = json.loads((tmp_path / "run2" / "perplexity.json").read_text())
     assert two_audit == one_audit == one
+
+
+def test_device_map_under_a_launcher_is_one_sentence(monkeypatch, tiny_pair):
+    from rlvr_lens.errors import UserError
+    from rlvr_lens.models import load_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="cannot be combined with accelerate launch"):
+        load_model(str(tiny_pair[0]), "float32", "cpu", device_map="auto")

@@ -26,6 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from rlvr_lens.distributed import local_device, world_size
 from rlvr_lens.errors import UserError
 from rlvr_lens.models.adapters import ArchitectureAdapter, adapter_for_model_type
 
@@ -61,8 +62,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under a multi-process launcher),
     then Apple MPS, else CPU."""
     if device is None or device == "auto":
-        from rlvr_lens.distributed import local_device
-
         if local_device() is not None:  # one model replica per GPU under accelerate launch / torchrun
             return torch.device(local_device())
         if torch.cuda.is_available():
@@ -191,6 +190,11 @@ def load_model(
     """
     config = load_config(path_or_id)
     adapter = adapter_for_model_type(config.model_type)
+    if device_map is not None and world_size() > 1:
+        raise UserError(
+            "--device-map spreads one model over every GPU and cannot be combined with accelerate launch / torchrun, "
+            "which run one replica per GPU; use one or the other."
+        )
     target = ("cuda" if torch.cuda.is_available() else "cpu") if device_map is not None else resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     kwargs: dict = {"dtype": torch_dtype}
