@@ -34,8 +34,9 @@ EXPECTED = {"no gain": ("undetermined",), "memorization": ("memorization",), "re
 
 def truth(accuracy: dict[str, dict[str, float]], stage: str, n: dict[str, int]) -> dict:
     base, tuned = accuracy["base"], accuracy[stage]
-    leaked = tuned["eval_leaked"] - base["eval_leaked"]
-    clean = tuned["eval_clean"] - base["eval_clean"]
+    # an organism built with zero leaks has no leaked problems: their change counts as 0
+    leaked = tuned.get("eval_leaked", 0.0) - base.get("eval_leaked", 0.0)
+    clean = tuned.get("eval_clean", 0.0) - base.get("eval_clean", 0.0)
     n_leaked, n_clean = n.get("n_leaked", 1), n.get("n_clean", 1)
     overall = (leaked * n_leaked + clean * n_clean) / max(1, n_leaked + n_clean)
     if overall < 0.05:
