@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class StepOutcome:
     status: str  # "computed" | "cached" | "failed"
     cache_file: str | None = None
     error: str | None = None
+    seconds: float | None = None  # wall time of the step (loading a cached result included)
 
 
 @dataclass
@@ -134,7 +136,11 @@ def run_steps(
     cache = Path(out_dir) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     outcome = AuditOutcome()
+    from rlvr_lens.distributed import barrier, is_main_process
+
     for step in steps:
+        barrier()  # under a multi-process launcher every process sees the same cache when it decides
+        start = time.perf_counter()
         path = cache / f"{step.name}-{step_hash(step.name, step.key)}.json"
         result: Result | None = None
         if path.exists():
@@ -146,7 +152,8 @@ def run_steps(
         if result is None:
             try:
                 result = step.run()
-                result.save(path)
+                if is_main_process():  # the other processes of a launcher hold the same result
+                    result.save(path)
                 status = StepOutcome(step.name, "computed", str(path))
             except UserError as error:
                 if not keep_going:
@@ -159,6 +166,7 @@ def run_steps(
             outcome.results.append(result)
             if step.on_result is not None:
                 step.on_result(result)
+        status.seconds = time.perf_counter() - start
         outcome.steps.append(status)
         if on_step is not None:
             on_step(status)

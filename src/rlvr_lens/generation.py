@@ -14,6 +14,7 @@ import torch
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.oom import HalvingRetry
 from rlvr_lens.progress import progress
 
 
@@ -59,26 +60,32 @@ def generate(
     if seed is not None:
         torch.manual_seed(seed)
     outputs: list[Generation] = []
+    retry = HalvingRetry("generation")  # a batch that runs out of memory is retried at half the size
+
+    def decode(chunk) -> list[Generation]:
+        if chunk and not isinstance(chunk[0], str):
+            ids = {"input_ids": [list(p) for p in chunk]}
+            encoded = tokenizer.pad(ids, padding=True, return_tensors="pt").to(device)
+        else:
+            encoded = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        if do_sample:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sequences = model.generate(**encoded, **kwargs)
+        decoded = []
+        for row in sequences[:, encoded["input_ids"].shape[1] :].tolist():
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            row = [t for t in row if t != tokenizer.pad_token_id]
+            decoded.append(Generation(tokenizer.decode(row, skip_special_tokens=True), row))
+        return decoded
+
     try:
         chunks = list(batches(list(prompts), batch_size))
         for chunk in progress(chunks, enabled=show_progress, desc="generate", unit="batch"):
-            if chunk and not isinstance(chunk[0], str):
-                ids = {"input_ids": [list(p) for p in chunk]}
-                encoded = tokenizer.pad(ids, padding=True, return_tensors="pt").to(device)
-            else:
-                encoded = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-            if do_sample:
-                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            sequences = model.generate(**encoded, **kwargs)
-            new = sequences[:, encoded["input_ids"].shape[1] :].tolist()
-            for row in new:
-                if eos is not None and eos in row:
-                    row = row[: row.index(eos)]
-                row = [t for t in row if t != tokenizer.pad_token_id]
-                outputs.append(Generation(tokenizer.decode(row, skip_special_tokens=True), row))
+            outputs += retry(decode, chunk)
     finally:
         tokenizer.padding_side = padding_side
     return outputs

@@ -45,6 +45,7 @@ from rlvr_lens.analyses.scoring import auroc, has_both_classes, leaked_labels
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample, label_groups
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import gather_dict, shard
 from rlvr_lens.errors import UserError
 from rlvr_lens.generation import batches, generate
 from rlvr_lens.progress import progress
@@ -205,7 +206,9 @@ def probe_checkpoint(
     probed = [i for i in range(n) if kept[i] is not None]
     probed.sort(key=lambda i: -(len(prompts[i].problem_ids) - kept[i]))  # similar remainders batch together
     chunks = list(batches(probed, batch_size))
-    for chunk in progress(chunks, enabled=show_progress, desc=f"probe {name} {fraction:.0%}", unit="batch"):
+    scored: dict[int, tuple] = {}
+    # under accelerate launch / torchrun each process probes its share of the batches (rlvr_lens.distributed)
+    for chunk in progress(shard(chunks), enabled=show_progress, desc=f"probe {name} {fraction:.0%}", unit="batch"):
         inputs = [[*prompts[i].head_ids, *prompts[i].problem_ids[: kept[i]]] for i in chunk]
         remainders = [prompts[i].problem_ids[kept[i] :] for i in chunk]
         max_new = max(len(r) for r in remainders) + answer_tokens
@@ -216,10 +219,9 @@ def probe_checkpoint(
         for i, remainder, out in zip(chunk, remainders, outputs):
             truth = tokenizer.decode(remainder, skip_special_tokens=True)
             continuation = tokenizer.decode(out.token_ids[: len(remainder)], skip_special_tokens=True)
-            exact[i] = exact_match(continuation, truth)
-            rouge[i] = rouge_l(continuation, truth)
-            correct[i] = grade(out.text, samples[i].answer).correct
-            completions[i] = out.text
+            scored[i] = (exact_match(continuation, truth), rouge_l(continuation, truth), grade(out.text, samples[i].answer).correct, out.text)
+    for i, (match, rouge_f1, answered, text) in gather_dict(scored).items():  # every process gets every sample
+        exact[i], rouge[i], correct[i], completions[i] = match, rouge_f1, answered, text
     return ProbeRun(name, fraction, kept, exact, rouge, correct, completions, None, None, None)
 
 

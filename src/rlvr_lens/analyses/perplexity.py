@@ -52,7 +52,9 @@ import torch
 from rlvr_lens.analyses.scoring import auroc, has_both_classes, leaked_labels
 from rlvr_lens.data.sample import Sample, label_groups
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import gather_dict, shard
 from rlvr_lens.generation import batches
+from rlvr_lens.oom import HalvingRetry
 from rlvr_lens.progress import progress
 from rlvr_lens.report.html import Section, Table
 from rlvr_lens.report.registry import ReportEntry, register
@@ -205,6 +207,10 @@ class ParadoxVerdict:
     answer_monotonic: bool  # every step non-increasing
     prompt_monotonic: bool  # every step non-decreasing
     samples_paradox: float | None  # share of samples whose answer NLL fell and prompt NLL rose
+    # mean per-sample NLL change last - first (nats/token) and its 95% paired bootstrap interval: [mean, low, high]
+    answer_change: list[float] | None = None
+    prompt_change: list[float] | None = None
+    significant: bool | None = None  # both changes' intervals exclude 0 in the paradox's direction
 
 
 @dataclass
@@ -265,7 +271,21 @@ def paradox_verdict(per_checkpoint: list[CheckpointPerplexity], indices: Sequenc
         for i in indices
         if None not in (first.answer_nll[i], last.answer_nll[i], first.prompt_nll[i], last.prompt_nll[i])
     ]
+    from rlvr_lens.analyses.stats import paired_bootstrap
+
+    def change(values_of) -> list[float] | None:
+        diffs = [None if values_of(last)[i] is None or values_of(first)[i] is None else values_of(last)[i] - values_of(first)[i] for i in indices]
+        interval = paired_bootstrap(diffs)
+        return None if interval is None else [interval.mean, interval.low, interval.high]
+
+    answer_change, prompt_change = change(lambda c: c.answer_nll), change(lambda c: c.prompt_nll)
+    significant = None
+    if answer_change and prompt_change and len(per_checkpoint) > 1:
+        significant = answer_change[2] < 0 and prompt_change[1] > 0
     return ParadoxVerdict(
+        answer_change=answer_change,
+        prompt_change=prompt_change,
+        significant=significant,
         first=first.name,
         last=last.name,
         prompt_ppl=prompt,
@@ -318,16 +338,22 @@ def checkpoint_nll(
     skip: frozenset[int] = frozenset(),
 ) -> tuple[list[float | None], list[float | None]]:
     """Per-sample (prompt NLL, answer NLL) lists under one model, batched longest first;
-    samples at indices ``skip`` are not scored (``None``)."""
+    samples at indices ``skip`` are not scored (``None``).
+
+    Under ``accelerate launch`` / ``torchrun`` each process scores its share of the batches
+    and every process returns all samples' numbers (see :mod:`rlvr_lens.distributed`).
+    """
     order = sorted((i for i in range(len(encoded)) if i not in skip), key=lambda i: -len(encoded[i].ids))
-    prompt: list[float | None] = [None] * len(encoded)
-    answer: list[float | None] = [None] * len(encoded)
     chunks = list(batches(order, batch_size))
-    for chunk in progress(chunks, enabled=show_progress, desc=desc, unit="batch"):
-        nlls = token_nll(model, [encoded[i].ids for i in chunk], pad_id=pad_id)
+    retry = HalvingRetry("perplexity scoring")  # a batch that runs out of memory is retried at half the size
+    scored: dict[int, tuple[float | None, float | None]] = {}
+    for chunk in progress(shard(chunks), enabled=show_progress, desc=desc, unit="batch"):
+        nlls = retry(lambda part: token_nll(model, [encoded[i].ids for i in part], pad_id=pad_id), chunk)
         for i, nll in zip(chunk, nlls):
-            prompt[i] = _span_mean(nll, encoded[i].prompt_span)
-            answer[i] = _span_mean(nll, encoded[i].answer_span)
+            scored[i] = (_span_mean(nll, encoded[i].prompt_span), _span_mean(nll, encoded[i].answer_span))
+    scored = gather_dict(scored)  # every process gets every sample's numbers
+    prompt: list[float | None] = [scored.get(i, (None, None))[0] for i in range(len(encoded))]
+    answer: list[float | None] = [scored.get(i, (None, None))[1] for i in range(len(encoded))]
     return prompt, answer
 
 
@@ -462,10 +488,19 @@ def _verdict_sentence(verdict: ParadoxVerdict) -> str:
     p0, p1 = verdict.prompt_ppl[0], verdict.prompt_ppl[-1]
     answer = "falls" if verdict.answer_falls else "does not fall"
     prompt = "rises" if verdict.prompt_rises else "does not rise"
-    return (
+    text = (
         f"answer perplexity {answer} ({_fmt(a0)} to {_fmt(a1)}) and prompt perplexity {prompt} "
         f"({_fmt(p0)} to {_fmt(p1)}) from {verdict.first} to {verdict.last}"
     )
+    if verdict.answer_change and verdict.prompt_change:
+        a, p = verdict.answer_change, verdict.prompt_change
+        text += (
+            f"; per-sample NLL change (nats/token, 95% paired bootstrap interval): answer {a[0]:+.4f} "
+            f"[{a[1]:+.4f}, {a[2]:+.4f}], prompt {p[0]:+.4f} [{p[1]:+.4f}, {p[2]:+.4f}]"
+        )
+        if verdict.paradox and not verdict.significant:
+            text += ", <b>not significant</b>"
+    return text
 
 
 def section_perplexity(result: PerplexityResult, figures: dict[str, Path]) -> Section:

@@ -37,6 +37,7 @@ from rlvr_lens.analyses.token_metrics import METRICS, score_sequences
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample, label_groups
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import gather_dict, shard, world_size
 from rlvr_lens.errors import UserError
 from rlvr_lens.generation import batches, generate
 from rlvr_lens.progress import progress
@@ -383,18 +384,27 @@ def token_divergence(
     responses = []
     for source in config.responses_from:
         generator = models[source]
-        generations = generate(
-            generator.model,
-            generator.tokenizer,
-            prompts,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-            do_sample=config.do_sample,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=config.seed,
-            show_progress=show_progress,
-        )
+
+        def respond(part: Sequence[str], generator=generator):
+            return generate(
+                generator.model,
+                generator.tokenizer,
+                part,
+                max_new_tokens=config.max_new_tokens,
+                batch_size=config.batch_size,
+                do_sample=config.do_sample,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=config.seed,
+                show_progress=show_progress,
+            )
+
+        if config.do_sample or world_size() == 1:  # sampled responses: one random stream, as in one process
+            generations = respond(prompts)
+        else:  # greedy under accelerate launch / torchrun: each process decodes its share of the batches
+            chunks = list(batches(prompts, config.batch_size))
+            mine = {k: respond(chunks[k]) for k in shard(range(len(chunks)))}
+            generations = [g for _, part in sorted(gather_dict(mine).items()) for g in part]
         correct = [grade(g.text, s.answer).correct for g, s in zip(generations, samples)]
         sequences, starts, lengths = [], [], []
         for ids, gen in zip(prompt_ids, generations):
@@ -402,20 +412,21 @@ def token_divergence(
             sequences.append(list(ids) + list(gen.token_ids) + ([eos] if ended else []))
             starts.append(len(ids))
             lengths.append(len(gen.token_ids))
-        per_row: list[dict[str, torch.Tensor]] = []
         indices = list(range(len(samples)))
-        for chunk in progress(
-            list(batches(indices, config.batch_size)), enabled=show_progress, desc=f"score {source} responses", unit="batch"
-        ):
-            per_row += score_sequences(
+        chunks = list(batches(indices, config.batch_size))
+        scored: dict[int, list[dict[str, torch.Tensor]]] = {}
+        # under accelerate launch / torchrun each process scores its share of the batches (rlvr_lens.distributed)
+        for k in progress(shard(range(len(chunks))), enabled=show_progress, desc=f"score {source} responses", unit="batch"):
+            scored[k] = score_sequences(
                 base,
                 tuned,
-                [sequences[i] for i in chunk],
-                [starts[i] for i in chunk],
+                [sequences[i] for i in chunks[k]],
+                [starts[i] for i in chunks[k]],
                 pad_token_id=tokenizer.pad_token_id,
                 chunk_size=config.chunk_size or None,
                 compiled=config.compile_metrics,
             )
+        per_row: list[dict[str, torch.Tensor]] = [row for _, rows in sorted(gather_dict(scored).items()) for row in rows]
         responses.append(_summarize(source, samples, sequences, starts, lengths, per_row, correct, tokenizer, config))
     settings = {
         "template": config.template,

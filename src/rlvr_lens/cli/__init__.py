@@ -43,8 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlvr_lens.cli.config import parse_command_line
+    from rlvr_lens.errors import UserError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_command_line(parser, sys.argv[1:] if argv is None else list(argv))
+    except UserError as error:  # a bad --config file
+        print(f"error: {error.message}", file=sys.stderr)
+        return error.exit_code
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

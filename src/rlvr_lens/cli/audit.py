@@ -15,6 +15,7 @@ from rlvr_lens.cli.common import (
     parse_models,
     refresh_threads,
 )
+from rlvr_lens.cli.config import add_config_arg, save_config
 
 
 def register(subparsers) -> None:
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
     add_model_args(parser)
     add_data_args(parser)
     add_runtime_args(parser)
+    add_config_arg(parser)
     parser.add_argument(
         "--analyses",
         default="perplexity,contamination,tokens,weights",
@@ -43,24 +45,57 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def report_audit(out, specs, data_path, samples, config, *, show_progress: bool, title: str, context: list[str] | None = None) -> int:
+def print_verdict(results):
+    """Compute the verdict from ``results`` and print it on stdout; return it (first in the report)."""
+    from rlvr_lens.analyses.verdict import build_verdict, verdict_lines
+
+    verdict = build_verdict(results)
+    print("\n".join(verdict_lines(verdict)))
+    return verdict
+
+
+def run_info(config, run_config: dict | None, steps):
+    """The report's last section: options (``run_config``, else the audit config), environment, step times."""
+    import dataclasses
+
+    from rlvr_lens.report.run_info import environment, run_section
+
+    options = run_config if run_config is not None else dataclasses.asdict(config)
+    return run_section(options, environment(config.device, config.dtype), steps)
+
+
+def report_audit(
+    out, specs, data_path, samples, config, *, show_progress: bool, title: str, context: list[str] | None = None, run_config: dict | None = None
+) -> int:
     """Run the audit's steps, print one line per step, write the report; 1 if a step failed."""
     from rlvr_lens.audit import audit_steps, run_steps
     from rlvr_lens.report import write_run
 
     steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)  # validates everything first
     out = check_out_dir(out)
+    from rlvr_lens.distributed import is_main_process
+
+    if run_config and is_main_process():
+        save_config(out, run_config, command="audit")  # `audit --config OUT/config.toml` repeats the run
+
+    from rlvr_lens.progress import format_seconds
 
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
+        if step.seconds is not None:
+            detail = f" in {format_seconds(step.seconds)}{detail}"
         print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
         refresh_threads()  # other jobs may have started or ended during the step
 
-    outcome = run_steps(out, steps, on_step=say, keep_going=False)  # a user error stops the audit: exit 2, one sentence
+    main_process = is_main_process()  # under accelerate launch / torchrun only rank 0 prints and writes
+    outcome = run_steps(out, steps, on_step=say if main_process else None, keep_going=False)  # a user error stops the audit
+    if not main_process:
+        return 1 if outcome.failed else 0
+    verdict = print_verdict(outcome.results)
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
     lines += context or []
     lines += [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]
-    path = write_run(out, outcome.results, title=title, context=lines)
+    path = write_run(out, [verdict, *outcome.results], title=title, context=lines, trailing=[run_info(config, run_config, outcome.steps)])
     print(f"report: {path}")
     if outcome.failed:
         print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)
@@ -90,4 +125,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config.check()  # options first: a bad one costs no data reading
     samples = load_data(args)
-    return report_audit(args.out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit")
+    return report_audit(
+        args.out, specs, args.data, samples, config, show_progress=not args.no_progress, title="rlvr-lens audit",
+        run_config=getattr(args, "resolved_config", None),
+    )

@@ -151,7 +151,7 @@ def add_runtime_args(parser: argparse.ArgumentParser, *, batch_size: int = 8) ->
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory for JSON, figures and report.html")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
-        "--dtype", default="auto", help="auto (as stored), float32, bfloat16, float16 (default: auto)"
+        "--dtype", default="auto", help="auto (bfloat16 on a CUDA GPU, else as stored), float32, bfloat16, float16 (default: auto)"
     )
     parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto to spread over GPUs")
     parser.add_argument(
@@ -244,6 +244,8 @@ def check_out_dir(path: str) -> Path:
         raise UserError(f"Cannot write to --out {path}: {error.strerror or error}.") from None
     if out.resolve() in _LOCKED:
         return out  # this job already holds it
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return out  # a non-zero rank of accelerate launch / torchrun: rank 0 holds the lock and writes
     try:
         _OUT_LOCKS.enter_context(run_dir_lock(out))
         _LOCKED.add(out.resolve())

@@ -102,8 +102,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"[2/2] audit: {len(steps)} steps, {len(samples)} evaluation samples -> {out}", file=sys.stderr)
 
+    from rlvr_lens.progress import format_seconds
+
     def say(step) -> None:
         detail = f": {step.error}" if step.error else ""
+        if step.seconds is not None:
+            detail = f" in {format_seconds(step.seconds)}{detail}"
         print(f"      {step.name:<34} {step.status}{detail}", file=sys.stderr)
         refresh_threads()  # other jobs may have started or ended during the step
 
@@ -116,7 +120,16 @@ def run(args: argparse.Namespace) -> int:
 
     runs = [Path(manifest.root) / name / "grpo_run.json" for name in plan["pairs"]]
     grpo_runs = [GRPORun.load(p) for p in runs if p.is_file()]  # training curves of the organism's RL stages
-    path = write_run(out, [manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism", context=context)
+    from rlvr_lens.cli.audit import print_verdict
+    from rlvr_lens.report.run_info import environment, run_section
+
+    verdict = print_verdict(outcome.results)
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    trailing = [run_section(options, environment(args.device, common["dtype"]), outcome.steps)]
+    path = write_run(
+        out, [verdict, manifest, *grpo_runs, *outcome.results], title="rlvr-lens demo: auditing the model organism",
+        context=context, trailing=trailing,
+    )
     print(f"report: {path}")
     if outcome.failed:
         print(f"error: {len(outcome.failed)} analysis step(s) failed; the others are in the report.", file=sys.stderr)

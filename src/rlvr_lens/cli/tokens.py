@@ -31,9 +31,11 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 def register(subparsers) -> None:
-    from rlvr_lens.analyses.tokens import CrossSamplingConfig, TokenDivergenceConfig
+    from rlvr_lens.cli.defaults import dataclass_defaults
 
-    d, c = TokenDivergenceConfig(), CrossSamplingConfig()
+    # defaults read from the source, so that --help does not import torch (see cli/defaults.py)
+    d = dataclass_defaults("rlvr_lens.analyses.tokens", "TokenDivergenceConfig")
+    c = dataclass_defaults("rlvr_lens.analyses.tokens", "CrossSamplingConfig")
     parser = subparsers.add_parser(
         "tokens",
         help="token-level divergence between base and tuned responses, and cross-sampling",

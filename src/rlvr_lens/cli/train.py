@@ -14,10 +14,11 @@ from rlvr_lens.errors import UserError
 
 
 def register(subparsers) -> None:
-    from rlvr_lens.train.grpo import GRPOSettings
-    from rlvr_lens.train.rewards import REWARD_NAMES
+    from rlvr_lens.cli.defaults import dataclass_defaults, module_constant
 
-    d = GRPOSettings()
+    # defaults read from the source, so that --help does not import torch or TRL (see cli/defaults.py)
+    d = dataclass_defaults("rlvr_lens.train.grpo", "GRPOSettings")
+    REWARD_NAMES = module_constant("rlvr_lens.train.rewards", "REWARD_NAMES")
     parser = subparsers.add_parser(
         "train",
         help="GRPO training (RLVR) with a true or spurious reward",

@@ -12,9 +12,10 @@ from rlvr_lens.cli.common import add_threads_arg, float_in, int_at_least
 
 
 def register(subparsers) -> None:
-    from rlvr_lens.analyses.weights import WeightsConfig
+    from rlvr_lens.cli.defaults import dataclass_defaults
 
-    d = WeightsConfig()
+    # defaults read from the source, so that --help does not import torch (see cli/defaults.py)
+    d = dataclass_defaults("rlvr_lens.analyses.weights", "WeightsConfig")
     parser = subparsers.add_parser(
         "weights",
         help="what tuning changed in the weights: sparsity, norms, spectra, principal subspaces",

@@ -26,6 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from rlvr_lens.distributed import local_device, world_size
 from rlvr_lens.errors import UserError
 from rlvr_lens.models.adapters import ArchitectureAdapter, adapter_for_model_type
 
@@ -41,9 +42,13 @@ DTYPES = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
-    """``"auto"``/``None`` keeps the checkpoint's dtype; names map to ``torch`` dtypes."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str | None = None) -> torch.dtype | str:
+    """Names map to ``torch`` dtypes; ``"auto"``/``None`` is bfloat16 when ``device`` is a CUDA GPU
+    that supports it (half the memory of float32, and the dtype RL checkpoints are trained in),
+    otherwise the checkpoint's stored dtype (``"auto"``)."""
     if dtype is None or dtype == "auto":
+        if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
         return "auto"
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -54,8 +59,11 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` picks CUDA when available, then Apple MPS, else CPU."""
+    """``"auto"``/``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under a multi-process launcher),
+    then Apple MPS, else CPU."""
     if device is None or device == "auto":
+        if local_device() is not None:  # one model replica per GPU under accelerate launch / torchrun
+            return torch.device(local_device())
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -264,7 +272,13 @@ def load_model(
     """
     config = load_config(path_or_id)
     adapter = adapter_for_model_type(config.model_type)
-    torch_dtype = resolve_dtype(dtype)
+    if device_map is not None and world_size() > 1:
+        raise UserError(
+            "--device-map spreads one model over every GPU and cannot be combined with accelerate launch / torchrun, "
+            "which run one replica per GPU; use one or the other."
+        )
+    target = ("cuda" if torch.cuda.is_available() else "cpu") if device_map is not None else resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
     kwargs: dict = {"dtype": torch_dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation

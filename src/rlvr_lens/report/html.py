@@ -49,7 +49,7 @@ h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-b
 table{border-collapse:collapse;margin:1em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f0f0f0} td:first-child,th:first-child{text-align:left} caption{caption-side:top;text-align:left;color:#555;padding:.3em 0}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{color:#555;font-size:.9em}
-nav a{margin-right:1em} code{background:#f5f5f5;padding:0 .2em}
+nav{background:#fafafa;border:1px solid #e4e4e4;padding:.4em 1em;margin:1em 0} nav ol{margin:.3em 0;columns:2} code{background:#f5f5f5;padding:0 .2em}
 """
 
 
@@ -77,7 +77,8 @@ def _figure_html(caption: str, path: Path) -> str:
 
 def render_html(sections: list[Section], *, title: str = "rlvr-lens report", context: list[str] | None = None) -> str:
     """Return the HTML text of the report (write it with :func:`rlvr_lens.io.atomic_write_text`)."""
-    nav = "".join(f'<a href="#{html.escape(s.anchor)}">{html.escape(s.title)}</a>' for s in sections)
+    items = "".join(f'<li><a href="#{html.escape(s.anchor)}">{html.escape(s.title)}</a></li>' for s in sections)
+    nav = f"<b>Contents</b><ol>{items}</ol>"
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -85,7 +86,7 @@ def render_html(sections: list[Section], *, title: str = "rlvr-lens report", con
         f"<p class='meta'>rlvr-lens {__version__} &middot; {stamp}</p>",
     ]
     parts += [f"<p class='meta'>{_escape_keep_tags(line)}</p>" for line in context or []]
-    parts.append(f"<nav>{nav}</nav>")
+    parts.append(f"<nav id='contents'>{nav}</nav>")
     for section in sections:
         parts.append(f"<section id='{html.escape(section.anchor)}'><h2>{html.escape(section.title)}</h2>")
         if section.summary:

@@ -76,8 +76,11 @@ def write_run(
     *,
     title: str = "rlvr-lens report",
     context: list[str] | None = None,
+    trailing: list[Section] | None = None,
 ) -> Path:
-    """Save every result as JSON, draw its figures, and write ``report.html``; return its path."""
+    """Save every result as JSON, draw its figures, and write ``report.html``; return its path.
+
+    ``trailing`` sections (e.g. the run's configuration and environment) come last."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,5 +108,5 @@ def write_run(
         sections.append((entry.order, section))
     remove_stale_outputs(out, written)
     sections.sort(key=lambda item: item[0])
-    html = render_html([s for _, s in sections], title=title, context=context)
+    html = render_html([s for _, s in sections] + list(trailing or []), title=title, context=context)
     return atomic_write_text(out / "report.html", html)
