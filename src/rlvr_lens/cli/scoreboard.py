@@ -14,9 +14,9 @@ from rlvr_lens.errors import UserError
 
 
 def register(subparsers) -> None:
-    from rlvr_lens.analyses.scoreboard import ScoreboardConfig
+    from rlvr_lens.cli.defaults import dataclass_defaults
 
-    c = ScoreboardConfig()
+    c = dataclass_defaults("rlvr_lens.analyses.scoreboard", "ScoreboardConfig")  # no torch import for --help
     parser = subparsers.add_parser(
         "scoreboard",
         help="score every per-sample signal and the published contamination detectors against ground truth",

@@ -33,10 +33,14 @@ def _windows(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def register(subparsers) -> None:
-    from rlvr_lens.analyses.ablation import MODES, PARTS, AblationConfig
-    from rlvr_lens.analyses.steering import SCOPES, SELECTIONS, SteeringConfig
+    from rlvr_lens.cli.defaults import dataclass_defaults, module_constant
 
-    a, s = AblationConfig(), SteeringConfig()
+    # defaults read from the sources: --help must not import torch
+    a = dataclass_defaults("rlvr_lens.analyses.ablation", "AblationConfig")
+    s = dataclass_defaults("rlvr_lens.analyses.steering", "SteeringConfig")
+    PARTS, MODES = module_constant("rlvr_lens.analyses.ablation", "PARTS"), module_constant("rlvr_lens.analyses.ablation", "MODES")
+    SELECTIONS = module_constant("rlvr_lens.analyses.steering", "SELECTIONS")
+    SCOPES = module_constant("rlvr_lens.analyses.steering", "SCOPES")
     parser = subparsers.add_parser(
         "steer",
         help="reset/retain layer windows and scale MLP neurons: which parts of the tuning carry the gain",
@@ -59,7 +63,7 @@ def register(subparsers) -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="reset, retain, noise (default: %(default)s)")
     parser.add_argument("--no-steering", action="store_true", help="skip neuron key scaling")
     parser.add_argument("--layers", default="", help="layers to steer, e.g. 2,3 (default: all)")
-    parser.add_argument("--alphas", default=",".join(f"{x:g}" for x in s.alphas), help="scaling factors (default: %(default)s)")
+    parser.add_argument("--alphas", default=",".join(f"{x:g}" for x in module_constant("rlvr_lens.analyses.steering", "DEFAULT_ALPHAS")), help="scaling factors (default: %(default)s)")
     parser.add_argument("--selections", default=",".join(SELECTIONS), help="neuron selection rules (default: %(default)s)")
     parser.add_argument("--scopes", default=",".join(SCOPES), help="per_sample, shared (default: %(default)s)")
     parser.add_argument("--top-n", type=int, default=s.top_n, help=f"neurons scaled (default: {s.top_n})")
