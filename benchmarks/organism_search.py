@@ -1,10 +1,11 @@
 """Search the latent-leak organism's knobs: does RLVR activate the memorized answers?
 
-    python benchmarks/organism_search.py --name A --seed 0 [--set corpus.rl_leak_fraction=0.5 ...]
-        [--variant correct] [--variant "random+offpolicy"] [--variant "correct:learning_rate=3e-4,steps=32"]
+    rlvr-lens organism --preset cpu-latent --seed 0 [--set corpus.operand_scale=2 ...] --out runs/search/A-seed0
+    python benchmarks/organism_search.py --name A --build runs/search/A-seed0 --note "why"
+        [--variant "correct:learning_rate=3e-4,steps=32"] [--variant "random+offpolicy:clip_eps=0.1"]
 
-One *trial* = one base configuration (``cpu-latent`` with ``--set`` overrides; base and SFT
-built once, cached under --root) and GRPO *variants* from that base: ``<reward>[+offpolicy][:k=v,...]``
+One *trial* = one organism build (``cpu-latent`` with ``--set`` overrides: base, SFT and its
+RL stages) plus, optionally, extra GRPO *variants* from its base: ``<reward>[+offpolicy][:k=v,...]``
 (``k`` a :class:`~rlvr_lens.train.grpo.GRPOSettings` field). For the base it records the
 accuracy on leaked / clean / benchmark / rl_train, the answer-key probe (does the base hold the
 memorized answers?) and the answer modes (share of direct answers, length); for each variant
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from rlvr_lens.cli.organism import parse_overrides
 from rlvr_lens.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results" / "organism_search.json"
@@ -42,10 +42,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def run_variant(root: Path, manifest, config, seed: int, text: str, sets, base_correct) -> dict:
+    from rlvr_lens.data.readers import read_samples
     from rlvr_lens.models.loading import load_model
     from rlvr_lens.organism.recipe import _evaluate, _leakage, rl_stage
     from rlvr_lens.train.grpo import train_grpo
-    from rlvr_lens.data.readers import read_samples
 
     entry, extra = parse_variant(text)
     name, reward, offpolicy = rl_stage(entry)
@@ -77,46 +77,66 @@ def run_variant(root: Path, manifest, config, seed: int, text: str, sets, base_c
     }
 
 
+def stage_summary(manifest, stage) -> dict:
+    """What the search compares, for one stage of a build."""
+    base = manifest.stage("base").accuracy
+    row = {
+        "accuracy": stage.accuracy, "probe": stage.details.get("probe"), "modes": stage.details.get("modes"),
+        "n_leakage": stage.details.get("n_leakage"),
+    }
+    if stage.name != "base":
+        row["gain_leaked_minus_clean"] = (stage.accuracy["eval_leaked"] - base["eval_leaked"]) - (
+            stage.accuracy["eval_clean"] - base["eval_clean"]
+        )
+    if "clip_ratio" in stage.details:
+        clipped = stage.details["clip_ratio"]
+        row["clip_ratio_mean"] = stage.details.get("clip_ratio_mean")
+        row["clip_ratio_max"] = max(clipped) if clipped else None
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="name of the trial in the results file")
-    parser.add_argument("--preset", default="cpu-latent")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--variant", action="append", default=[], help="GRPO run from the base (see the docstring)")
-    parser.add_argument("--root", default="runs/search")
+    parser.add_argument("--build", required=True, help="a complete organism build (rlvr-lens organism --out DIR ...)")
+    parser.add_argument("--variant", action="append", default=[], help="extra GRPO run from the build's base (see the docstring)")
     parser.add_argument("--note", default="", help="why this trial (recorded)")
     args = parser.parse_args()
 
     from rlvr_lens.data.readers import read_samples
     from rlvr_lens.models.loading import load_model
-    from rlvr_lens.organism.recipe import _evaluate, build_organism, evaluation_sets, preset_config
+    from rlvr_lens.organism.recipe import (
+        OrganismConfig,
+        _evaluate,
+        evaluation_sets,
+        load_organism,
+        preset_config,
+    )
 
     torch.set_num_threads(1)
-    overrides = {**parse_overrides(args.set), "rl_rewards": ""}
-    root = Path(args.root) / f"{args.name}-seed{args.seed}"
-    record = {"name": args.name, "preset": args.preset, "seed": args.seed, "overrides": parse_overrides(args.set),
-              "note": args.note, "cpu_count": os.cpu_count(), "variants": []}
+    record = {"name": args.name, "build": args.build, "note": args.note, "cpu_count": os.cpu_count(), "variants": []}
     try:
-        start = time.perf_counter()
-        manifest = build_organism(root, args.preset, args.seed, overrides=overrides)
-        record["base_build_wall_s"] = round(time.perf_counter() - start, 1)
-        config = preset_config(args.preset, overrides)
-        splits = {s: read_samples(manifest.data_path(s)) for s in ("eval", "benchmark", "rl_train")}
-        sets = evaluation_sets(splits, config.rl_eval_size)
-        for stage in ("base", "sft"):
-            s = manifest.stage(stage)
-            record[stage] = {"accuracy": s.accuracy, "probe": s.details.get("probe"), "modes": s.details.get("modes"),
-                             "n_leakage": s.details.get("n_leakage")}
-        loaded = load_model(str(manifest.checkpoint("base")), dtype="float32", device="cpu")
-        _, _, base_correct = _evaluate(loaded.model, loaded.tokenizer, sets, config)
-        del loaded
-        for text in args.variant:
-            try:
-                record["variants"].append(run_variant(root, manifest, config, args.seed, text, sets, base_correct))
-            except Exception as error:  # a failed variant is a result too
-                record["variants"].append({"variant": text, "error": f"{type(error).__name__}: {error}"})
-            print(json.dumps(record["variants"][-1].get("accuracy") or record["variants"][-1]), flush=True)
+        manifest = load_organism(args.build)
+        record.update(preset=manifest.preset, seed=manifest.seed, config_hash=manifest.config_hash,
+                      corpus=manifest.config["corpus"], model=manifest.config["model"],
+                      wall_time_s=round(manifest.wall_time_s, 1), cpu_time_s=round(manifest.cpu_time_s, 1),
+                      load_average_1min_at_start=manifest.environment.get("load_average_1min_at_start"))
+        record["stages"] = {stage.name: stage_summary(manifest, stage) for stage in manifest.stages}
+        if args.variant:
+            config: OrganismConfig = preset_config(manifest.preset)
+            _apply_config(config, manifest.config)
+            splits = {s: read_samples(manifest.data_path(s)) for s in ("eval", "benchmark", "rl_train")}
+            sets = evaluation_sets(splits, config.rl_eval_size)
+            loaded = load_model(str(manifest.checkpoint("base")), dtype="float32", device="cpu")
+            _, _, base_correct = _evaluate(loaded.model, loaded.tokenizer, sets, config)
+            del loaded
+            for text in args.variant:
+                try:
+                    row = run_variant(Path(args.build), manifest, config, manifest.seed, text, sets, base_correct)
+                except Exception as error:  # a failed variant is a result too
+                    row = {"variant": text, "error": f"{type(error).__name__}: {error}"}
+                record["variants"].append(row)
+                print(json.dumps({k: row.get(k) for k in ("variant", "accuracy", "n_leakage", "clip_ratio_mean", "error")}), flush=True)
     except Exception as error:
         record["error"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()
@@ -127,7 +147,21 @@ def main() -> None:
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmark": "organism_search", "trials": []}
         results["trials"].append(record)
         atomic_write_json(RESULTS, results)
-    print(json.dumps({k: v for k, v in record.items() if k != "variants"}, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k not in ("variants", "corpus", "model")}, indent=1))
+
+
+def _apply_config(config, saved: dict) -> None:
+    """Set ``config``'s corpus / rl / offpolicy / evaluation settings to those a build recorded."""
+    from rlvr_lens.organism.recipe import OffPolicySettings
+
+    for name, value in saved["corpus"].items():
+        setattr(config.corpus, name, tuple(value) if isinstance(value, list) else value)
+    for name, value in saved["rl"].items():
+        setattr(config.rl, name, value)
+    if "offpolicy" in saved:
+        config.offpolicy = OffPolicySettings(**saved["offpolicy"])
+    for name in ("eval_max_new_tokens", "eval_batch_size", "rl_eval_size"):
+        setattr(config, name, saved[name])
 
 
 if __name__ == "__main__":
