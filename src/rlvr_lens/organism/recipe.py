@@ -167,12 +167,12 @@ def _latent_corpus(**sizes) -> CorpusConfig:
 
 def _cpu_latent() -> OrganismConfig:
     return OrganismConfig(
-        corpus=_latent_corpus(n_pretrain=6000, n_eval=200, n_benchmark=100, n_rl_train=400),
+        corpus=_latent_corpus(n_pretrain=5000, n_eval=200, n_benchmark=100, n_rl_train=300, n_bridge=500),
         model=ModelShape(hidden_size=96, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256),
-        pretrain=TrainSettings(steps=800, batch_size=32, learning_rate=3e-3, warmup_steps=30),
-        sft=TrainSettings(steps=40, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
+        pretrain=TrainSettings(steps=640, batch_size=32, learning_rate=3e-3, warmup_steps=30),
+        sft=TrainSettings(steps=30, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
         rl=GRPOSettings(
-            steps=48, prompts_per_step=8, group_size=8, learning_rate=1e-4, max_new_tokens=40,
+            steps=32, prompts_per_step=8, group_size=8, learning_rate=2e-4, max_new_tokens=40,
             steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=40,
             eval_batch_size=64, track_kl=True,
         ),
