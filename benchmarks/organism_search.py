@@ -98,10 +98,13 @@ def stage_summary(manifest, stage) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="name of the trial in the results file")
-    parser.add_argument("--build", required=True, help="a complete organism build (rlvr-lens organism --out DIR ...)")
+    parser.add_argument("--build", help="a complete organism build (rlvr-lens organism --out DIR ...)")
+    parser.add_argument("--table", nargs="+", metavar="BUILD", help="print the seeds table of these builds (markdown) and record it")
     parser.add_argument("--variant", action="append", default=[], help="extra GRPO run from the build's base (see the docstring)")
     parser.add_argument("--note", default="", help="why this trial (recorded)")
     args = parser.parse_args()
+    if not args.build and not args.table:
+        parser.error("give --build (a trial) or --table (a seeds table)")
 
     from rlvr_lens.data.readers import read_samples
     from rlvr_lens.models.loading import load_model
@@ -114,6 +117,11 @@ def main() -> None:
     )
 
     torch.set_num_threads(1)
+    if args.table:
+        record = seeds_table(args.name, args.table, args.note)
+        _append(record)
+        print(record["markdown"])
+        return
     record = {"name": args.name, "build": args.build, "note": args.note, "cpu_count": os.cpu_count(), "variants": []}
     try:
         manifest = load_organism(args.build)
@@ -140,6 +148,11 @@ def main() -> None:
     except Exception as error:
         record["error"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()
+    _append(record)
+    print(json.dumps({k: v for k, v in record.items() if k not in ("variants", "corpus", "model")}, indent=1))
+
+
+def _append(record: dict) -> None:
     import fcntl
 
     with open(Path(tempfile.gettempdir()) / "organism_search.lock", "w") as lock:  # two trials may finish at once
@@ -147,7 +160,42 @@ def main() -> None:
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmark": "organism_search", "trials": []}
         results["trials"].append(record)
         atomic_write_json(RESULTS, results)
-    print(json.dumps({k: v for k, v in record.items() if k not in ("variants", "corpus", "model")}, indent=1))
+
+
+COLUMNS = (("eval_leaked", "leaked"), ("eval_clean", "clean"), ("benchmark", "benchmark"))
+
+
+def seeds_table(name: str, builds: list[str], note: str) -> dict:
+    """The stage x (leaked / clean / benchmark) table over seeds, with probe, direct share, leakage and clip shares."""
+    from rlvr_lens.organism.recipe import load_organism
+
+    manifests = [load_organism(b) for b in builds]
+    stages = [s.name for s in manifests[0].stages]
+    per_seed = {}
+    for m in manifests:
+        per_seed[m.seed] = {s.name: stage_summary(m, s) for s in m.stages}
+    seeds = [m.seed for m in manifests]
+    lines = [
+        "| stage | " + " | ".join(f"{label} (seeds {'/'.join(map(str, seeds))})" for _, label in COLUMNS)
+        + " | gain leaked - gain clean | leakage samples (leaked/clean) | direct share leaked/clean | clip share (mean) |",
+        "|---|" + "---|" * (len(COLUMNS) + 4),
+    ]
+    for stage in stages:
+        rows = [per_seed[s][stage] for s in seeds]
+        cells = [" / ".join(f"{r['accuracy'][key]:.2f}" for r in rows) for key, _ in COLUMNS]
+        gain = " / ".join(f"{100 * r['gain_leaked_minus_clean']:+.0f}" for r in rows) if stage != "base" else "-"
+        leak = " / ".join(f"{r['n_leakage']['leaked']}/{r['n_leakage']['clean']}" for r in rows) if stage != "base" else "-"
+        direct = " / ".join(
+            f"{r['modes']['eval_leaked']['direct_share']:.2f}/{r['modes']['eval_clean']['direct_share']:.2f}" for r in rows
+        )
+        clip = " / ".join(f"{r['clip_ratio_mean']:.3f}" for r in rows) if rows[0].get("clip_ratio_mean") is not None else "-"
+        lines.append(f"| {stage} | " + " | ".join(cells) + f" | {gain} | {leak} | {direct} | {clip} |")
+    probe = " / ".join(
+        f"{per_seed[s]['base']['probe']['eval_leaked']:.2f}/{per_seed[s]['base']['probe']['eval_clean']:.2f}" for s in seeds
+    )
+    lines.append("")
+    lines.append(f"Answer-key probe of the base, leaked/clean (seeds {'/'.join(map(str, seeds))}): {probe}")
+    return {"name": name, "note": note, "table_of": builds, "seeds": seeds, "per_seed": per_seed, "markdown": "\n".join(lines)}
 
 
 def _apply_config(config, saved: dict) -> None:
