@@ -168,8 +168,9 @@ def _latent_corpus(**sizes) -> CorpusConfig:
 def _cpu_latent() -> OrganismConfig:
     return OrganismConfig(
         corpus=_latent_corpus(n_pretrain=5000, n_eval=200, n_benchmark=100, n_rl_train=300, n_bridge=500),
-        model=ModelShape(hidden_size=96, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256),
-        pretrain=TrainSettings(steps=640, batch_size=32, learning_rate=3e-3, warmup_steps=30),
+        # 6 layers (so that "which layers retrieve" has an answer), narrow so that 3 seeds fit a shared CPU
+        model=ModelShape(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, intermediate_size=192),
+        pretrain=TrainSettings(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=30),
         sft=TrainSettings(steps=30, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
         rl=GRPOSettings(
             steps=32, prompts_per_step=8, group_size=8, learning_rate=2e-4, max_new_tokens=40,
