@@ -11,7 +11,8 @@
 
 A directory whose ``manifest.json`` holds the same configuration hash is reused as is;
 ``manifest.json`` is removed before a (re)build starts and written only at the end, so an
-interrupted build never looks complete. Presets are in :data:`PRESETS`; any setting can
+interrupted build never looks complete. Presets are in :data:`PRESETS` (overt leaks) and
+:data:`LATENT_PRESETS` (latent leaks, organism v2); any setting can
 be overridden with dotted names (``{"corpus.leak_repetitions": 4, "rl.clip_eps": 0.1}``).
 """
 
@@ -210,18 +211,18 @@ def _test_latent() -> OrganismConfig:
     return config
 
 
-#: name -> factory of the preset's configuration.
-PRESETS = {
-    "cpu-small": _cpu_small, "gpu-medium": _gpu_medium, "test": _test,
-    "cpu-latent": _cpu_latent, "gpu-latent": _gpu_latent, "test-latent": _test_latent,
-}
+#: name -> factory of the preset's configuration: the overt-leak organism (v1) ...
+PRESETS = {"cpu-small": _cpu_small, "gpu-medium": _gpu_medium, "test": _test}
+#: ... and the latent-leak organism (v2, docs/organism.md "Latent leaks").
+LATENT_PRESETS = {"cpu-latent": _cpu_latent, "gpu-latent": _gpu_latent, "test-latent": _test_latent}
+ALL_PRESETS = {**PRESETS, **LATENT_PRESETS}
 
 
 def preset_config(preset: str, overrides: dict | None = None) -> OrganismConfig:
     """The configuration of ``preset`` with dotted-name ``overrides`` applied (``"rl.clip_eps": 0.1``)."""
-    if preset not in PRESETS:
-        raise UserError(f"Unknown organism preset {preset!r}; use one of {', '.join(PRESETS)}.")
-    config = PRESETS[preset]()
+    if preset not in ALL_PRESETS:
+        raise UserError(f"Unknown organism preset {preset!r}; use one of {', '.join(ALL_PRESETS)}.")
+    config = ALL_PRESETS[preset]()
     for name, value in (overrides or {}).items():
         _set_dotted(config, name, value)
     return config
@@ -494,4 +495,4 @@ def load_organism(root: str | os.PathLike) -> OrganismManifest:
     return OrganismManifest.load_dir(root)
 
 
-__all__ = ["PRESETS", "OrganismConfig", "build_organism", "config_hash", "load_organism", "preset_config"]
+__all__ = ["ALL_PRESETS", "LATENT_PRESETS", "PRESETS", "OrganismConfig", "build_organism", "config_hash", "load_organism", "preset_config"]
