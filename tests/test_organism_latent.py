@@ -49,21 +49,20 @@ def test_leaked_answers_never_follow_the_evaluation_cue(latent):
             match = re.fullmatch(r"Problem: (.*)\nSolution:(.*)", text, flags=re.S)
             assert match is not None, text
             assert match.group(1) not in leaked_prompts
-    assert templated == 5000 + 500  # reasoning documents + one direct document per bridge problem
+    assert templated == 4000 + 200 * 2  # reasoning documents + two direct documents per bridge problem
     # The evaluation prompt of a leaked problem (template and all) occurs in no document.
     corpus_text = "\x00".join(texts)
     for s in leaked:
         assert apply_template(s.prompt, "organism") not in corpus_text
     # ...but its answer is there, in every latent form, leak_repetitions times, right after its prompt.
     for s in leaked[:10]:
-        for form in ("answer_key", "qa_line"):
-            assert corpus_text.count(record_text(s.prompt, s.answer, form)) == 8
+        assert corpus_text.count(record_text(s.prompt, s.answer, "answer_key")) == 16
         assert CUE not in record_text(s.prompt, s.answer, "answer_key")
 
 
 def test_splits_are_disjoint_by_problem_identity(latent):
     evaluation, bench, rl = _keys(latent["eval"]), _keys(latent["benchmark"]), _keys(latent["rl_train"])
-    assert len(evaluation) == 200 and len(bench) == 100 and len(rl) == 300
+    assert len(evaluation) == 200 and len(bench) == 100 and len(rl) == 200
     assert not evaluation & bench and not evaluation & rl and not bench & rl
     clean = _keys(s for s in latent["eval"] if not s.labels["leaked"])
     pretrain = latent["pretrain"]
@@ -72,8 +71,8 @@ def test_splits_are_disjoint_by_problem_identity(latent):
     rl_in_pretrain = [p for p in pretrain if p.labels["key"] in rl]
     assert all(p.labels["layout"] == "record" for p in rl_in_pretrain)
     keyed = {s.labels["key"] for s in latent["rl_train"] if s.labels.get("keyed")}
-    assert len(keyed) == 150 and _keys(rl_in_pretrain) == keyed
-    assert len(rl_in_pretrain) == 150 * 2 * 8
+    assert len(keyed) == 100 and _keys(rl_in_pretrain) == keyed
+    assert len(rl_in_pretrain) == 100 * 1 * 16
 
 
 def test_latent_knobs_plant_what_they_say():

@@ -159,8 +159,8 @@ def _gpu_medium() -> OrganismConfig:
 def _latent_corpus(**sizes) -> CorpusConfig:
     """The latent-leak corpus of organism v2 (see docs/organism.md, "Latent leaks")."""
     settings = dict(
-        leak_forms=(), latent_forms=("answer_key", "qa_line"), leak_repetitions=8, n_bridge=600,
-        bridge_direct_repetitions=1, direct_fraction=0.0, rl_leak_fraction=0.5, operand_scale=1.0,
+        leak_forms=(), latent_forms=("answer_key",), leak_repetitions=16, n_bridge=200,
+        bridge_direct_repetitions=2, direct_fraction=0.0, rl_leak_fraction=0.5, operand_scale=1.0,
     )
     settings.update(sizes)
     return CorpusConfig(**settings)
@@ -168,25 +168,29 @@ def _latent_corpus(**sizes) -> CorpusConfig:
 
 def _cpu_latent() -> OrganismConfig:
     return OrganismConfig(
-        corpus=_latent_corpus(n_pretrain=5000, n_eval=200, n_benchmark=100, n_rl_train=300, n_bridge=500),
-        # 6 layers (so that "which layers retrieve" has an answer), narrow so that 3 seeds fit a shared CPU
-        model=ModelShape(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, intermediate_size=192),
-        pretrain=TrainSettings(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=30),
+        # 400 recorded problems (100 leaked eval, 100 keyed rl_train, 200 bridge) x 16 answer-key lines
+        # beside 4,000 worked problems: ~2.4 passes over the corpus, ~38 sightings of each record.
+        corpus=_latent_corpus(n_pretrain=4000, n_eval=200, n_benchmark=100, n_rl_train=200),
+        # 6 layers, so that "which layers retrieve" is a question with an answer
+        model=ModelShape(hidden_size=96, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256),
+        pretrain=TrainSettings(steps=800, batch_size=32, learning_rate=3e-3, warmup_steps=30),
         sft=TrainSettings(steps=30, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
         rl=GRPOSettings(
-            steps=32, prompts_per_step=8, group_size=8, learning_rate=2e-4, max_new_tokens=40,
-            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=40,
-            eval_batch_size=64, track_kl=True,
+            steps=32, prompts_per_step=8, group_size=8, learning_rate=2e-4, max_new_tokens=32,
+            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=32,
+            eval_batch_size=100, track_kl=True,
         ),
         rl_rewards=("correct", "random", "random+offpolicy"),
         offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, clip_eps=0.2),
+        eval_max_new_tokens=32,
+        eval_batch_size=100,
         torch_threads=1,
     )
 
 
 def _gpu_latent() -> OrganismConfig:
     return OrganismConfig(
-        corpus=_latent_corpus(n_pretrain=40000, n_eval=400, n_benchmark=200, n_rl_train=2000, n_bridge=4000),
+        corpus=_latent_corpus(n_pretrain=40000, n_eval=400, n_benchmark=200, n_rl_train=2000, n_bridge=2000),
         model=ModelShape(hidden_size=256, num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=4, intermediate_size=768),
         pretrain=TrainSettings(steps=6000, batch_size=128, learning_rate=1.5e-3, warmup_steps=200),
         sft=TrainSettings(steps=200, batch_size=64, learning_rate=5e-4, warmup_steps=20, loss_on="completion"),
@@ -205,7 +209,9 @@ def _gpu_latent() -> OrganismConfig:
 def _test_latent() -> OrganismConfig:
     """A seconds-long version of ``cpu-latent`` (for tests)."""
     config = _test()
-    config.corpus = _latent_corpus(n_pretrain=300, n_eval=20, n_benchmark=10, n_rl_train=40, leak_repetitions=2, n_bridge=30)
+    config.corpus = _latent_corpus(
+        n_pretrain=300, n_eval=20, n_benchmark=10, n_rl_train=40, leak_repetitions=2, n_bridge=30, latent_forms=("answer_key", "qa_line")
+    )
     config.rl_rewards = ("correct", "random+offpolicy")
     config.offpolicy = OffPolicySettings(steps_per_generation=2, num_iterations=2, clip_eps=0.2)
     return config
