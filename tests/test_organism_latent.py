@@ -150,3 +150,10 @@ def test_tiny_latent_build_is_deterministic(tmp_path, single_thread):
     assert len(off.details["clip_ratio"]) == 2 and all(0.0 <= c <= 1.0 for c in off.details["clip_ratio"])
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["config"]["offpolicy"] == {"steps_per_generation": 2, "num_iterations": 2, "clip_eps": 0.2}
+
+
+def test_clip_shares_are_read_from_trl_logs():
+    from rlvr_lens.train.grpo import metrics_row
+
+    row = metrics_row(3, {"clip_ratio/low_mean": 0.1, "clip_ratio/high_mean": 0.02, "clip_ratio/region_mean": 0.12})
+    assert row == {"step": 3, "clip_low": 0.1, "clip_high": 0.02, "clip_ratio": 0.12}
