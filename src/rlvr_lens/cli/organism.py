@@ -23,7 +23,12 @@ def register(subparsers) -> None:
         "reward. Reuses a matching build unless --force.",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="build directory")
-    parser.add_argument("--preset", default="cpu-small", help="cpu-small, gpu-medium or test (default: cpu-small)")
+    parser.add_argument(
+        "--preset",
+        default="cpu-small",
+        help="cpu-small, gpu-medium, test, or the latent-leak organism cpu-latent, gpu-latent, test-latent "
+        "(default: cpu-small)",
+    )
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the corpus and of every training stage (default: 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
     parser.add_argument(
@@ -32,7 +37,8 @@ def register(subparsers) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="override a setting, e.g. corpus.leak_repetitions=4, corpus.leak_forms=answer_only, rl.clip_eps=0.1, "
-        "rl.steps_per_generation=4, rl.steps=16, rl_rewards=correct,random,format (repeatable)",
+        "rl.steps_per_generation=4, rl.steps=16, rl_rewards=correct,random,format,incorrect_label,random+offpolicy, "
+        "corpus.latent_forms=answer_key,qa_line, corpus.rl_leak_fraction=0.5, offpolicy.clip_eps=0.1 (repeatable)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -34,6 +34,16 @@ from rlvr_lens.errors import UserError
 
 SPLITS = ("pretrain", "eval", "benchmark", "rl_train")
 LEAK_FORMS = ("full_solution", "answer_only")
+#: Latent leak forms: bare "problem -> answer" records in layouts other than the evaluation
+#: template (``{p}`` is the problem's prompt text, ``{n}`` its answer). None of them contains the
+#: template's ``Solution:`` cue, so the evaluation prompt does not elicit them directly.
+LATENT_FORMS = {
+    "answer_key": "Answer key: {p} = {n}",
+    "table_row": "| {p} | {n} |",
+    "qa_line": "Q: {p} A: {n}",
+}
+#: The cue of the first latent form, used by the answer-key probe (:func:`probe_prompt`).
+PROBE_CUES = {"answer_key": "Answer key: {p} =", "table_row": "| {p} |", "qa_line": "Q: {p} A:"}
 
 _NAMES = ("Ann", "Ben", "Cat", "Dan", "Eve", "Fay", "Gus", "Ivy", "Joe", "Kim", "Lea", "Max", "Ned", "Oli", "Pam", "Sam")
 
@@ -194,6 +204,14 @@ class CorpusConfig:
     leak_repetitions: int = 8
     leak_forms: tuple[str, ...] = LEAK_FORMS
     families: tuple[str, ...] = tuple(FAMILIES)
+    # Latent leaks (organism v2, docs/organism.md "Latent leaks"); the defaults switch them off and
+    # leave the corpus of the presets above unchanged (they draw from a separate random stream).
+    latent_forms: tuple[str, ...] = ()
+    n_bridge: int = 0
+    bridge_direct_repetitions: int = 1
+    direct_fraction: float = 0.0
+    rl_leak_fraction: float = 0.0
+    operand_scale: float = 1.0
 
     def check(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -206,12 +224,36 @@ class CorpusConfig:
             raise UserError(f"leak_fraction must lie in [0, 1]; got {self.leak_fraction}.")
         if min(self.n_pretrain, self.n_eval, self.n_benchmark, self.n_rl_train, self.leak_repetitions) < 0:
             raise UserError("Corpus sizes and leak_repetitions must be >= 0.")
+        bad = [f for f in self.latent_forms if f not in LATENT_FORMS]
+        if bad:
+            raise UserError(f"Unknown latent leak forms {bad}; use some of {', '.join(LATENT_FORMS)}.")
+        for name in ("direct_fraction", "rl_leak_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"{name} must lie in [0, 1]; got {getattr(self, name)}.")
+        if self.n_bridge < 0 or self.bridge_direct_repetitions < 0 or self.n_bridge > self.n_pretrain:
+            raise UserError("n_bridge must lie in [0, n_pretrain] and bridge_direct_repetitions be >= 0.")
+        if (self.n_bridge or self.rl_leak_fraction) and not self.latent_forms:
+            raise UserError("n_bridge and rl_leak_fraction plant latent records: set latent_forms too.")
+        if self.operand_scale < 1.0:
+            raise UserError(f"operand_scale must be >= 1; got {self.operand_scale}.")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["leak_forms"] = list(self.leak_forms)
         d["families"] = list(self.families)
+        d["latent_forms"] = list(self.latent_forms)
+        # Latent-leak knobs at their defaults are left out, so the presets built before they
+        # existed keep their configuration hash (and cached builds stay valid).
+        for name, default in _LATENT_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return d
+
+
+_LATENT_DEFAULTS = {
+    "latent_forms": [], "n_bridge": 0, "bridge_direct_repetitions": 1, "direct_fraction": 0.0,
+    "rl_leak_fraction": 0.0, "operand_scale": 1.0,
+}
 
 
 @dataclass
@@ -228,7 +270,16 @@ class Corpus:
         return {name: len(samples) for name, samples in self.splits.items()}
 
 
-def _draw_problems(rng: random.Random, families: tuple[str, ...], count: int, taken: set[str]) -> list[Problem]:
+def _scaled(ranges: tuple[tuple[int, int], ...], scale: float) -> tuple[tuple[int, int], ...]:
+    """Operand ranges with their width multiplied by ``scale`` (harder problems: larger operands)."""
+    if scale == 1.0:
+        return ranges
+    return tuple((lo, lo + round((hi - lo) * scale)) for lo, hi in ranges)
+
+
+def _draw_problems(
+    rng: random.Random, families: tuple[str, ...], count: int, taken: set[str], scale: float = 1.0
+) -> list[Problem]:
     """``count`` new problems (family and operands uniform), none of whose keys is in ``taken``."""
     problems: list[Problem] = []
     attempts = 0
@@ -237,7 +288,7 @@ def _draw_problems(rng: random.Random, families: tuple[str, ...], count: int, ta
         if attempts > 50 * count + 1000:
             raise UserError(f"Could not draw {count} distinct problems from the families {list(families)}; ask for fewer.")
         family = FAMILIES[families[rng.randrange(len(families))]]
-        operands = tuple(rng.randint(lo, hi) for lo, hi in family.ranges)
+        operands = tuple(rng.randint(lo, hi) for lo, hi in _scaled(family.ranges, scale))
         if not family.valid(operands):
             continue
         problem = Problem(family.name, operands)
@@ -264,11 +315,12 @@ def generate_corpus(config: CorpusConfig) -> Corpus:
     rng = random.Random(config.seed)
     taken: set[str] = set()
     n_leaked = round(config.n_eval * config.leak_fraction)
-    eval_problems = _draw_problems(rng, config.families, config.n_eval, taken)
+    scale = config.operand_scale
+    eval_problems = _draw_problems(rng, config.families, config.n_eval, taken, scale)
     leaked_keys = {p.key for p in rng.sample(eval_problems, n_leaked)}
-    benchmark_problems = _draw_problems(rng, config.families, config.n_benchmark, taken)
-    rl_problems = _draw_problems(rng, config.families, config.n_rl_train, taken)
-    pretrain_problems = _draw_problems(rng, config.families, config.n_pretrain, taken)
+    benchmark_problems = _draw_problems(rng, config.families, config.n_benchmark, taken, scale)
+    rl_problems = _draw_problems(rng, config.families, config.n_rl_train, taken, scale)
+    pretrain_problems = _draw_problems(rng, config.families, config.n_pretrain, taken, scale)
 
     evaluation = []
     for i, p in enumerate(eval_problems):
@@ -301,12 +353,98 @@ def generate_corpus(config: CorpusConfig) -> Corpus:
                         leaked=True, leak_form=leak_form, eval_id=sample.id,
                     )
                 )
+    if config.latent_forms or config.direct_fraction:
+        pretrain += _latent_documents(config, evaluation, rl_train, pretrain)
     rng.shuffle(pretrain)
+    _add_wrong_labels(config.seed, [*evaluation, *benchmark, *rl_train])
     return Corpus(config, {"pretrain": pretrain, "eval": evaluation, "benchmark": benchmark, "rl_train": rl_train})
 
 
-def document(sample: Sample, eos: str = "") -> str:
-    """The training text of a sample: the ``organism`` template, its solution, then ``eos``."""
+def record_text(prompt: str, answer: str, form: str) -> str:
+    """One latent record of a problem, e.g. ``"Answer key: What is 12+7*3? = 33"``."""
+    return LATENT_FORMS[form].format(p=prompt.strip(), n=answer)
+
+
+def probe_prompt(prompt: str, form: str = "answer_key") -> str:
+    """The probe of the memorized form: a latent record cut before its answer (``"Answer key: ... ="``)."""
+    return PROBE_CUES[form].format(p=prompt.strip())
+
+
+def _record(id_: str, sample: Sample, form: str, **labels) -> Sample:
+    """A pretraining document that is a bare record (``labels.layout == "record"``; its text is ``solution``)."""
+    text = record_text(sample.prompt, sample.answer, form)
+    base = {k: v for k, v in sample.labels.items() if k in ("key", "family", "form")}
+    return Sample(id=id_, prompt=sample.prompt, answer=sample.answer, solution=text,
+                  labels={**base, "layout": "record", "leak_form": form, **labels})
+
+
+def _latent_documents(config: CorpusConfig, evaluation: list[Sample], rl_train: list[Sample], pretrain: list[Sample]) -> list[Sample]:
+    """The latent-leak documents (records and direct answers); marks the changed samples in place.
+
+    * every leaked evaluation problem: ``leak_repetitions`` records per form in ``latent_forms``
+      (and no templated document at all: its answer never follows ``Solution:``);
+    * ``rl_leak_fraction`` of the rl_train problems: the same records (labels ``keyed=True``),
+      a contaminated RL training set;
+    * ``n_bridge`` pretraining problems: records, plus ``bridge_direct_repetitions`` documents
+      under the template that state the answer at once (``Solution: \\boxed{n}``), so that
+      pretraining shows that a direct answer is the recalled record;
+    * ``direct_fraction`` of the other pretraining documents answer directly instead of working.
+
+    Drawn from a random stream of its own, so a corpus without latent leaks is unchanged.
+    """
+    rng = random.Random(f"latent-{config.seed}")
+    documents: list[Sample] = []
+
+    def plant(sample: Sample, prefix: str, **labels) -> None:
+        for form in config.latent_forms:
+            for r in range(config.leak_repetitions):
+                documents.append(_record(f"{prefix}-{form}-{r}", sample, form, **labels))
+
+    for sample in evaluation:
+        if sample.labels["leaked"]:
+            plant(sample, f"latent-{sample.id}", leaked=True, eval_id=sample.id)
+    keyed = rng.sample(range(len(rl_train)), round(len(rl_train) * config.rl_leak_fraction))
+    for i in sorted(keyed):
+        rl_train[i].labels["keyed"] = True
+        plant(rl_train[i], f"latent-{rl_train[i].id}", leaked=False, rl_id=rl_train[i].id)
+    bridge = pretrain[: config.n_bridge]  # pretrain problems are drawn in random order already
+    for sample in bridge:
+        sample.labels["bridge"] = True
+        plant(sample, f"latent-{sample.id}", leaked=False)
+        for r in range(config.bridge_direct_repetitions):
+            documents.append(Sample(
+                id=f"direct-{sample.id}-{r}", prompt=sample.prompt, answer=sample.answer, solution=f" \\boxed{{{sample.answer}}}",
+                labels={**sample.labels, "leak_form": "direct", "bridge": True},
+            ))
+    for sample in pretrain[config.n_bridge :]:
+        if config.direct_fraction and rng.random() < config.direct_fraction:
+            sample.solution = f" \\boxed{{{sample.answer}}}"
+            sample.labels["direct"] = True
+    return documents
+
+
+def _add_wrong_labels(seed: int, samples: list[Sample]) -> None:
+    """Give every sample a seeded wrong label (``labels.wrong_label``) for the ``incorrect_label`` reward.
+
+    From a random stream of its own (the corpus is otherwise unchanged); see
+    :func:`rlvr_lens.train.rewards.wrong_label`.
+    """
+    from rlvr_lens.train.rewards import wrong_label
+
+    for sample in samples:
+        sample.labels["wrong_label"] = wrong_label(sample.answer, f"{seed}-{sample.labels['key']}")
+
+
+def pretrain_pair(sample: Sample) -> tuple[str, str]:
+    """A pretraining document as ``(prompt part, completion part)``: a record is all one text."""
+    if sample.labels.get("layout") == "record":
+        return sample.solution or "", ""
     from rlvr_lens.data.templates import apply_template
 
-    return apply_template(sample.prompt, "organism") + (sample.solution or f" \\boxed{{{sample.answer}}}") + eos
+    return apply_template(sample.prompt, "organism"), sample.solution or f" \\boxed{{{sample.answer}}}"
+
+
+def document(sample: Sample, eos: str = "") -> str:
+    """The training text of a sample: the ``organism`` template and its solution (or a bare record), then ``eos``."""
+    prompt, completion = pretrain_pair(sample)
+    return prompt + completion + eos

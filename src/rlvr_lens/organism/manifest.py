@@ -181,6 +181,26 @@ def section_organism(manifest: OrganismManifest, figures: dict[str, Path]) -> Se
         Table(["stage", "checkpoints", "wall (s)", "CPU (s)", "final checkpoint"], stage_rows, "Stages"),
         Table(["setting", "value"], config_rows, f"Build configuration (hash {manifest.config_hash[:12]})"),
     ]
+    latent_rows = [
+        [
+            s.name,
+            _fmt(s.details.get("probe", {}).get("eval_leaked")),
+            _fmt(s.details.get("probe", {}).get("eval_clean")),
+            _fmt(s.details.get("modes", {}).get("eval_leaked", {}).get("direct_share")),
+            _fmt(s.details.get("modes", {}).get("eval_clean", {}).get("direct_share")),
+            str(s.details.get("n_leakage", {}).get("leaked", "-")),
+            str(s.details.get("n_leakage", {}).get("clean", "-")),
+            _fmt(s.details.get("clip_ratio_mean")),
+        ]
+        for s in manifest.stages
+    ]
+    if any("probe" in s.details for s in manifest.stages):
+        tables.insert(1, Table(
+            ["stage", "probe leaked", "probe clean", "direct share leaked", "direct share clean",
+             "leakage samples leaked", "leakage samples clean", "clip share (mean)"],
+            latent_rows,
+            "Latent leaks: answer-key probe, share of direct answers, leakage samples (stage correct, base wrong), clipped tokens",
+        ))
     figs = [("Greedy accuracy per stage and split.", figures["accuracy"])] if "accuracy" in figures else []
     return Section("organism", "Model organism", summary, paragraphs, tables, figs)
 

@@ -11,7 +11,8 @@
 
 A directory whose ``manifest.json`` holds the same configuration hash is reused as is;
 ``manifest.json`` is removed before a (re)build starts and written only at the end, so an
-interrupted build never looks complete. Presets are in :data:`PRESETS`; any setting can
+interrupted build never looks complete. Presets are in :data:`PRESETS` (overt leaks) and
+:data:`LATENT_PRESETS` (latent leaks, organism v2); any setting can
 be overridden with dotted names (``{"corpus.leak_repetitions": 4, "rl.clip_eps": 0.1}``).
 """
 
@@ -32,7 +33,7 @@ from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import apply_template
 from rlvr_lens.errors import UserError
 from rlvr_lens.io import atomic_save_pretrained
-from rlvr_lens.organism.corpus import SPLITS, CorpusConfig, generate_corpus
+from rlvr_lens.organism.corpus import SPLITS, CorpusConfig, generate_corpus, pretrain_pair
 from rlvr_lens.organism.manifest import MANIFEST_NAME, OrganismManifest, Stage
 from rlvr_lens.organism.pretrain import ModelShape, TrainSettings
 from rlvr_lens.progress import progress
@@ -40,6 +41,27 @@ from rlvr_lens.train.grpo import GRPOSettings
 
 #: Bumped when the recipe changes what a configuration produces (invalidates cached builds).
 RECIPE_VERSION = 3
+
+
+@dataclass
+class OffPolicySettings:
+    """The off-policy GRPO run: several optimizer steps per generation batch, so the clipped ratio acts.
+
+    Each of ``steps_per_generation`` mini-batches of a generation batch is one optimizer step,
+    and the batch is passed over ``num_iterations`` times; ``clip_eps`` is the clip range.
+    """
+
+    steps_per_generation: int = 4
+    num_iterations: int = 2
+    clip_eps: float = 0.2
+
+
+def rl_stage(entry: str) -> tuple[str, str, bool]:
+    """``(stage name, reward, off-policy?)`` of an ``rl_rewards`` entry (``"random"``, ``"random+offpolicy"``)."""
+    reward, _, variant = entry.partition("+")
+    if variant not in ("", "offpolicy"):
+        raise UserError(f"Unknown RL variant {variant!r} in {entry!r}; use <reward> or <reward>+offpolicy.")
+    return (f"rlvr-{reward}-offpolicy" if variant else f"rlvr-{reward}"), reward, bool(variant)
 
 
 @dataclass
@@ -65,9 +87,13 @@ class OrganismConfig:
     #: CPU threads of the build (0 = torch's default). Tiny models are fastest on one thread:
     #: with several, every small matmul pays a thread synchronisation, ruinous on a busy CPU.
     torch_threads: int = 0
+    #: What an ``<reward>+offpolicy`` entry of ``rl_rewards`` changes in ``rl`` (stage ``rlvr-<reward>-offpolicy``).
+    offpolicy: OffPolicySettings = field(default_factory=lambda: OffPolicySettings())
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        if self.offpolicy == OffPolicySettings():
+            del d["offpolicy"]  # default: left out so that older presets keep their configuration hash
         d["rl_rewards"] = list(self.rl_rewards)
         d["corpus"] = self.corpus.to_dict()
         for key in ("seed",):
@@ -130,15 +156,79 @@ def _gpu_medium() -> OrganismConfig:
     )
 
 
-#: name -> factory of the preset's configuration.
+def _latent_corpus(**sizes) -> CorpusConfig:
+    """The latent-leak corpus of organism v2 (see docs/organism.md, "Latent leaks")."""
+    settings = dict(
+        leak_forms=(), latent_forms=("answer_key",), leak_repetitions=16, n_bridge=200,
+        bridge_direct_repetitions=2, direct_fraction=0.0, rl_leak_fraction=0.5, operand_scale=1.0,
+    )
+    settings.update(sizes)
+    return CorpusConfig(**settings)
+
+
+def _cpu_latent() -> OrganismConfig:
+    return OrganismConfig(
+        # 400 recorded problems (100 leaked eval, 100 keyed rl_train, 200 bridge) x 16 answer-key lines
+        # beside 4,000 worked problems: ~2.4 passes over the corpus, ~38 sightings of each record.
+        corpus=_latent_corpus(n_pretrain=4000, n_eval=200, n_benchmark=100, n_rl_train=200),
+        # 6 layers, so that "which layers retrieve" is a question with an answer
+        model=ModelShape(hidden_size=96, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256),
+        pretrain=TrainSettings(steps=800, batch_size=32, learning_rate=3e-3, warmup_steps=30),
+        sft=TrainSettings(steps=30, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
+        rl=GRPOSettings(
+            steps=32, prompts_per_step=8, group_size=8, learning_rate=2e-4, max_new_tokens=32,
+            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=32,
+            eval_batch_size=100, track_kl=True,
+        ),
+        rl_rewards=("correct", "random", "random+offpolicy"),
+        offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, clip_eps=0.2),
+        eval_max_new_tokens=32,
+        eval_batch_size=100,
+        torch_threads=1,
+    )
+
+
+def _gpu_latent() -> OrganismConfig:
+    return OrganismConfig(
+        corpus=_latent_corpus(n_pretrain=40000, n_eval=400, n_benchmark=200, n_rl_train=2000, n_bridge=2000),
+        model=ModelShape(hidden_size=256, num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=4, intermediate_size=768),
+        pretrain=TrainSettings(steps=6000, batch_size=128, learning_rate=1.5e-3, warmup_steps=200),
+        sft=TrainSettings(steps=200, batch_size=64, learning_rate=5e-4, warmup_steps=20, loss_on="completion"),
+        rl=GRPOSettings(
+            steps=64, prompts_per_step=16, group_size=8, learning_rate=3e-5, max_new_tokens=40,
+            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=40,
+            eval_batch_size=128,
+        ),
+        rl_rewards=("correct", "random", "random+offpolicy"),
+        offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, clip_eps=0.2),
+        eval_batch_size=128,
+        rl_eval_size=200,
+    )
+
+
+def _test_latent() -> OrganismConfig:
+    """A seconds-long version of ``cpu-latent`` (for tests)."""
+    config = _test()
+    config.corpus = _latent_corpus(
+        n_pretrain=300, n_eval=20, n_benchmark=10, n_rl_train=40, leak_repetitions=2, n_bridge=30, latent_forms=("answer_key", "qa_line")
+    )
+    config.rl_rewards = ("correct", "random+offpolicy")
+    config.offpolicy = OffPolicySettings(steps_per_generation=2, num_iterations=2, clip_eps=0.2)
+    return config
+
+
+#: name -> factory of the preset's configuration: the overt-leak organism (v1) ...
 PRESETS = {"cpu-small": _cpu_small, "gpu-medium": _gpu_medium, "test": _test}
+#: ... and the latent-leak organism (v2, docs/organism.md "Latent leaks").
+LATENT_PRESETS = {"cpu-latent": _cpu_latent, "gpu-latent": _gpu_latent, "test-latent": _test_latent}
+ALL_PRESETS = {**PRESETS, **LATENT_PRESETS}
 
 
 def preset_config(preset: str, overrides: dict | None = None) -> OrganismConfig:
     """The configuration of ``preset`` with dotted-name ``overrides`` applied (``"rl.clip_eps": 0.1``)."""
-    if preset not in PRESETS:
-        raise UserError(f"Unknown organism preset {preset!r}; use one of {', '.join(PRESETS)}.")
-    config = PRESETS[preset]()
+    if preset not in ALL_PRESETS:
+        raise UserError(f"Unknown organism preset {preset!r}; use one of {', '.join(ALL_PRESETS)}.")
+    config = ALL_PRESETS[preset]()
     for name, value in (overrides or {}).items():
         _set_dotted(config, name, value)
     return config
@@ -184,16 +274,38 @@ def evaluation_sets(splits: dict[str, list[Sample]], rl_eval_size: int) -> dict[
     }
 
 
-def _accuracies(model, tokenizer, sets: dict[str, list[Sample]], config: OrganismConfig) -> dict[str, float]:
-    from rlvr_lens.generation import accuracy
+def _evaluate(model, tokenizer, sets: dict[str, list[Sample]], config: OrganismConfig) -> tuple[dict[str, float], dict, dict[str, list[bool]]]:
+    """``(accuracy per set, details, correctness per set)`` of one stage's final model.
 
+    ``details`` holds ``modes`` (direct share, mean length per set) and, for a corpus with
+    latent leaks, ``probe`` (accuracy of the memorized form on leaked / clean evaluation problems).
+    """
+    from rlvr_lens.organism.evaluate import evaluate_sets, probe_memory
+
+    evaluations = evaluate_sets(
+        model, tokenizer, sets, max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size
+    )
+    details: dict = {"modes": {name: e.modes() for name, e in evaluations.items()}}
+    if config.corpus.latent_forms:
+        probe_sets = {k: sets[k] for k in ("eval_leaked", "eval_clean")}
+        details["probe"] = {
+            "form": config.corpus.latent_forms[0],
+            **probe_memory(model, tokenizer, probe_sets, config.corpus.latent_forms[0], batch_size=config.eval_batch_size),
+        }
+    return {name: e.accuracy for name, e in evaluations.items()}, details, {n: e.correct for n, e in evaluations.items()}
+
+
+def _leakage(sets: dict[str, list[Sample]], base: dict[str, list[bool]], tuned: dict[str, list[bool]]) -> dict:
+    """Leakage samples of the evaluation split (tuned correct, base wrong), and how many are leaked / clean."""
+    from rlvr_lens.organism.evaluate import leakage_samples
+
+    found = []
+    for name in ("eval_leaked", "eval_clean"):
+        if name in base and name in tuned:
+            found += leakage_samples(sets[name], base[name], tuned[name])
     return {
-        name: accuracy(
-            model, tokenizer, samples, template="organism",
-            max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size,
-        )[0]
-        for name, samples in sets.items()
-        if samples
+        "leakage_samples": found,
+        "n_leakage": {"leaked": sum(f["leaked"] for f in found), "clean": sum(not f["leaked"] for f in found)},
     }
 
 
@@ -279,7 +391,7 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
     total = _Clock()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     stages: list[Stage] = []
-    steps = ["data", "base", "sft", *(f"rlvr-{r}" for r in config.rl_rewards)]
+    steps = ["data", "base", "sft", *(rl_stage(r)[0] for r in config.rl_rewards)]
     bar = progress(steps, enabled=show_progress, desc="organism", unit="stage")
 
     # 1. corpus
@@ -294,14 +406,15 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
     # 2. tokenizer + pretraining
     next(bar)
     clock = _Clock()
-    documents = [(apply_template(s.prompt, "organism"), s.solution or "") for s in corpus["pretrain"]]
+    documents = [pretrain_pair(s) for s in corpus["pretrain"]]
     tokenizer = train_tokenizer((p + c for p, c in documents), config.tokenizer_vocab_size)
     model = build_model(config.model, tokenizer, seed)
     settings = dataclasses.replace(config.pretrain, seed=seed, loss_on="all")
     stats = train_causal_lm(model, tokenizer, documents, settings, device=resolved, show_progress=show_progress, desc="pretrain")
     atomic_save_pretrained(model, tokenizer, root / "base")
     wall, cpu = clock.elapsed()
-    stages.append(Stage("base", ["base"], _accuracies(model, tokenizer, sets, config), wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"]}))
+    accuracy, details, base_correct = _evaluate(model, tokenizer, sets, config)
+    stages.append(Stage("base", ["base"], accuracy, wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"], **details}))
     parameters = sum(p.numel() for p in model.parameters())
 
     # 3. SFT of the base on rl_train's worked solutions
@@ -312,17 +425,21 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
     stats = train_causal_lm(model, tokenizer, sft_documents, settings, device=resolved, show_progress=show_progress, desc="sft")
     atomic_save_pretrained(model, tokenizer, root / "sft")
     wall, cpu = clock.elapsed()
-    stages.append(Stage("sft", ["sft"], _accuracies(model, tokenizer, sets, config), wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"]}))
+    accuracy, details, correct = _evaluate(model, tokenizer, sets, config)
+    details.update(_leakage(sets, base_correct, correct))
+    stages.append(Stage("sft", ["sft"], accuracy, wall, cpu, {"loss": stats["losses"], "tokens": stats["tokens"], **details}))
     del model
 
     # 4. GRPO from base with each reward
-    for reward in config.rl_rewards:
+    for entry in config.rl_rewards:
         next(bar)
         clock = _Clock()
-        name = f"rlvr-{reward}"
+        name, reward, offpolicy = rl_stage(entry)
         out = root / name
         shutil.rmtree(out, ignore_errors=True)
         rl_settings = dataclasses.replace(config.rl, reward=reward, seed=seed)
+        if offpolicy:
+            rl_settings = dataclasses.replace(rl_settings, **dataclasses.asdict(config.offpolicy))
         eval_sets = {k: v for k, v in sets.items() if k != "rl_train"} if rl_settings.eval_every else None
         torch.manual_seed(seed)
         run = train_grpo(root / "base", corpus["rl_train"], out, rl_settings, eval_sets=eval_sets)
@@ -330,10 +447,15 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
         wall, cpu = clock.elapsed()
         checkpoints = [Path(c).resolve().relative_to(root.resolve()).as_posix() for c in run.checkpoints]
         loaded = load_model(str(root / checkpoints[-1]), dtype="float32", device=str(resolved))
-        accuracy = _accuracies(loaded.model, loaded.tokenizer, sets, config)
+        accuracy, evaluation, correct = _evaluate(loaded.model, loaded.tokenizer, sets, config)
         del loaded
         last = run.steps[-1] if run.steps else {}
         details = {"last_step": last, "reward_mean": [r.get("reward_mean") for r in run.steps if r.get("reward_mean") is not None]}
+        clipped = [r["clip_ratio"] for r in run.steps if r.get("clip_ratio") is not None]
+        details["clip_ratio"] = clipped  # share of completion tokens clipped, per optimizer step
+        details["clip_ratio_mean"] = sum(clipped) / len(clipped) if clipped else None
+        details.update(evaluation)
+        details.update(_leakage(sets, base_correct, correct))
         stages.append(Stage(name, checkpoints, accuracy, wall, cpu, details))
     for _ in bar:
         pass
@@ -379,4 +501,4 @@ def load_organism(root: str | os.PathLike) -> OrganismManifest:
     return OrganismManifest.load_dir(root)
 
 
-__all__ = ["PRESETS", "OrganismConfig", "build_organism", "config_hash", "load_organism", "preset_config"]
+__all__ = ["ALL_PRESETS", "LATENT_PRESETS", "PRESETS", "OrganismConfig", "build_organism", "config_hash", "load_organism", "preset_config"]

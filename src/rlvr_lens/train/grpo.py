@@ -35,7 +35,7 @@ from rlvr_lens.io import atomic_save_pretrained
 from rlvr_lens.report.registry import register
 from rlvr_lens.results import Result
 from rlvr_lens.train.report import ENTRY as _REPORT_ENTRY
-from rlvr_lens.train.rewards import REWARD_NAMES, as_trl_reward, make_reward
+from rlvr_lens.train.rewards import REWARD_NAMES, WRONG_LABEL, as_trl_reward, make_reward
 
 #: TRL's metric name for the true-reward monitor (weight 0 in the advantage).
 TRUE_ACCURACY = "true_accuracy"
@@ -195,7 +195,9 @@ class GRPORun(Result):
             the true reward, whatever the training reward); ``kl`` (mean per-token KL of the
             policy from the starting model on the sampled completions, TRL's k3 estimator);
             ``entropy`` (mean per-token entropy, nats); ``clip_ratio`` (fraction of completion
-            tokens whose probability ratio was clipped); ``completion_length`` (tokens);
+            tokens whose probability ratio was clipped), ``clip_low`` / ``clip_high`` (its two
+            sides: ratio below 1 - eps with a negative advantage, above 1 + eps with a positive
+            one); ``completion_length`` (tokens);
             ``loss``; ``grad_norm``; ``eval/<name>`` (greedy accuracy on each eval set).
             Values absent at a step (e.g. rewards on a step that reused a batch) are null.
         checkpoints: saved ``step-{k}`` directories, in order.
@@ -232,6 +234,10 @@ _LOG_KEYS = {
     "grad_norm": "grad_norm",
     "frac_reward_zero_std": "frac_reward_zero_std",
     "divergence_weight_max": "lens/divergence_weight_max",
+    # Share of completion tokens clipped from below (ratio < 1 - eps, negative advantage) and from
+    # above (ratio > 1 + eps, positive advantage); ``clip_ratio`` is their union.
+    "clip_low": "clip_ratio/low_mean",
+    "clip_high": "clip_ratio/high_mean",
 }
 
 
@@ -358,6 +364,15 @@ def _training_rows(samples: list[Sample], settings: GRPOSettings, tokenizer) -> 
         {"prompt": apply_template(s.prompt, settings.template, tokenizer), "answer": s.answer, "id": s.id}
         for s in samples
     ]
+    if settings.reward == "incorrect_label":  # the study's incorrect reward grades against a stored wrong label
+        missing = [s.id for s in samples if not s.labels.get(WRONG_LABEL)]
+        if missing:
+            raise UserError(
+                f"The incorrect_label reward needs labels.{WRONG_LABEL} on every training sample; {missing[0]} has none "
+                "(the organism's data has them; add them with rlvr_lens.train.rewards.wrong_label)."
+            )
+        for row, s in zip(rows, samples):
+            row[WRONG_LABEL] = str(s.labels[WRONG_LABEL])
     # TRL draws `prompts_per_step` distinct rows per generation batch; repeat a small set (one-shot RLVR) to fill it.
     while len(rows) < settings.prompts_per_step:
         rows = rows + rows[: settings.prompts_per_step - len(rows)]

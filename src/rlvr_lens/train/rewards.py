@@ -12,7 +12,10 @@ name                      reward of one completion
 ``correct``               1 if the stated answer is mathematically equal to the reference, else 0
 ``random``                Bernoulli(p), drawn independently of the text (seeded, deterministic)
 ``format``                1 if an answer is stated in the expected format (extractable), else 0
-``incorrect``             1 if an answer is stated **and** it is wrong, else 0
+``incorrect``             1 if an answer is stated **and** it is wrong (any wrong answer), else 0
+``incorrect_label``       1 if the stated answer equals the problem's fixed *wrong label*
+                          (``labels.wrong_label`` of the sample, see :func:`wrong_label`), else 0:
+                          the Spurious Rewards study's "incorrect" reward
 ``accuracy_format``       ``correct + 0.01 * format`` (the base/SFT/RLVR study's reward)
 ========================  ====================================================================
 
@@ -31,7 +34,10 @@ import numpy as np
 from rlvr_lens.data.grading import Grade, grade
 from rlvr_lens.errors import UserError
 
-REWARD_NAMES = ("correct", "random", "format", "incorrect", "accuracy_format")
+REWARD_NAMES = ("correct", "random", "format", "incorrect", "accuracy_format", "incorrect_label")
+
+#: Data column (sample label) holding the wrong label that ``incorrect_label`` pays for.
+WRONG_LABEL = "wrong_label"
 
 #: Weight of the format term in ``accuracy_format``.
 FORMAT_BONUS = 0.01
@@ -61,11 +67,16 @@ class RewardFunction:
 
 
 class GradedReward(RewardFunction):
-    """A reward computed from the :class:`~rlvr_lens.data.grading.Grade` of each completion."""
+    """A reward computed from the :class:`~rlvr_lens.data.grading.Grade` of each completion.
 
-    def __init__(self, name: str, of_grade: Callable[[Grade], float]):
+    ``reference_column`` names the data column graded against (``answer`` for all rewards but
+    ``incorrect_label``, which grades against ``wrong_label``).
+    """
+
+    def __init__(self, name: str, of_grade: Callable[[Grade], float], reference_column: str = "answer"):
         self.name = name
         self._of_grade = of_grade
+        self.reference_column = reference_column
 
     def score(self, completions: list[str], answers: list[str]) -> list[float]:
         return [float(self._of_grade(cached_grade(c, a))) for c, a in zip(completions, answers)]
@@ -91,6 +102,24 @@ class RandomReward(RewardFunction):
         return (self._rng.random(len(completions)) < self.p).astype(float).tolist()
 
 
+def wrong_label(answer: str, salt: str) -> str:
+    """A fixed wrong label for an integer ``answer``: ``answer + d``, ``d`` in [-10, 10] without 0, seeded by ``salt``.
+
+    Stands for the Spurious Rewards study's wrong majority-vote labels: one plausible wrong
+    answer per problem, the same every time (``salt`` is e.g. ``"<seed>-<problem key>"``).
+    A non-integer answer gets ``"<answer>+1"`` (still never equal to it).
+    """
+    import hashlib
+    import random
+
+    rng = random.Random(hashlib.sha256(salt.encode()).hexdigest())
+    offset = rng.choice([d for d in range(-10, 11) if d != 0])
+    try:
+        return str(int(answer) + offset)
+    except ValueError:
+        return f"{answer}+1"
+
+
 def _stated(g: Grade) -> float:
     return 1.0 if g.extracted is not None else 0.0
 
@@ -108,6 +137,8 @@ def make_reward(name: str, *, p: float = 0.5, seed: int = 0) -> RewardFunction:
         return GradedReward("format", _stated)
     if name == "incorrect":
         return GradedReward("incorrect", lambda g: 1.0 if g.extracted is not None and not g.correct else 0.0)
+    if name == "incorrect_label":
+        return GradedReward("incorrect_label", lambda g: 1.0 if g.correct else 0.0, reference_column=WRONG_LABEL)
     if name == "accuracy_format":
         return GradedReward(
             "accuracy_format", lambda g: (1.0 if g.correct else 0.0) + FORMAT_BONUS * _stated(g)
@@ -122,10 +153,13 @@ def as_trl_reward(reward: RewardFunction, name: str | None = None) -> Callable[.
     ``answer`` column. The wrapper's ``__name__`` (TRL's metric name) is ``name`` or ``reward.name``.
     """
 
-    def trl_reward(prompts=None, completions=None, answer=None, **_columns) -> list[float]:
-        if answer is None:
-            raise ValueError("the training data set needs an 'answer' column for the reward")
-        return reward(list(completions), list(answer))
+    column = getattr(reward, "reference_column", "answer")
+
+    def trl_reward(prompts=None, completions=None, answer=None, **columns) -> list[float]:
+        references = answer if column == "answer" else columns.get(column)
+        if references is None:
+            raise ValueError(f"the training data set needs an {column!r} column for the reward")
+        return reward(list(completions), list(references))
 
     trl_reward.__name__ = name or reward.name
     return trl_reward
