@@ -16,6 +16,7 @@ from rlvr_lens.analyses.token_metrics import (
     TOP_K,
     body_hidden_states,
     compare_logits,
+    jsd_from_logits,
     score_sequences,
 )
 from rlvr_lens.analyses.tokens import (
@@ -23,7 +24,6 @@ from rlvr_lens.analyses.tokens import (
     CrossSamplingResult,
     TokenDivergenceConfig,
     TokenDivergenceResult,
-    _auroc,
     cross_sampling,
     token_divergence,
 )
@@ -121,12 +121,25 @@ def test_disjoint_distributions_reach_ln2():
     assert got["tuned_top_rank"].item() == 2.0 and got["argmax_changed"].item() == 1.0
 
 
-def test_auroc_hand_worked():
-    # positives 0.4, 0.8 vs negatives 0.1, 0.35: 4 pairs, 4 ranked right -> 1.0; swap one -> 0.75
-    assert _auroc([0.1, 0.4, 0.35, 0.8], [False, True, False, True]) == 1.0
-    assert _auroc([0.1, 0.3, 0.35, 0.8], [False, True, False, True]) == 0.75
-    assert _auroc([0.5, 0.5], [True, False]) == 0.5
-    assert _auroc([1.0], [True]) is None
+def test_jsd_from_logits_matches_float64_numpy():
+    """The JSD that decides every cross-sampled token is its own code path: check it too."""
+    generator = torch.Generator().manual_seed(5)
+    base = torch.randn(2, 32, 300, generator=generator) * 3
+    tuned = base + torch.randn(2, 32, 300, generator=generator) * torch.logspace(-4, 0.7, 32)[:, None]
+    got = jsd_from_logits(base, tuned)
+    assert got.shape == (2, 32)
+    want = _np_reference(base.reshape(64, 300).numpy(), tuned.reshape(64, 300).numpy())["jsd"]
+    np.testing.assert_allclose(got.reshape(64).numpy(), want, rtol=1e-4, atol=5e-8)
+    assert got.max() > 0.1  # large divergences are covered, not only tiny ones
+    swapped = jsd_from_logits(tuned, base)  # symmetric
+    np.testing.assert_allclose(swapped.numpy(), got.numpy(), rtol=1e-5, atol=5e-8)
+
+
+def _pairwise_auroc(scores, positive) -> float:
+    """AUROC by counting every (positive, negative) pair: 1 if ranked right, 1/2 on a tie."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
 
 
 # ----------------------------------------------------------------------------- teacher forcing
@@ -183,8 +196,31 @@ def test_model_against_itself_has_zero_divergence(pair, tokenizer):
 
 
 # ----------------------------------------------------------------------------- cross-decoding
+def _replay_cross(driver, other, prompts, out, threshold):
+    """Re-derive every step of a cross-decoding from one full forward pass per model over the
+    decoded sequence (no cache, no padding) and the float64 NumPy JSD: the step's JSD, whose
+    token is taken (JSD > threshold), the token itself, and whether it differs from the driver's
+    greedy token. Returns how many steps took a token that changed the driver's choice."""
+    n_changed = 0
+    for prompt, tokens, from_other, changed, jsd in zip(prompts, out.token_ids, out.from_other, out.changed, out.jsd):
+        ids = torch.tensor([list(prompt) + tokens])
+        with torch.no_grad():
+            ld = driver.model(ids).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(tokens)].numpy()
+            lo = other.model(ids).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(tokens)].numpy()
+        want = _np_reference(ld, lo)["jsd"]
+        np.testing.assert_allclose(jsd, want, rtol=1e-4, atol=1e-6)
+        for step, (token, took, differs, value) in enumerate(zip(tokens, from_other, changed, want)):
+            if abs(value - threshold) > 1e-5:  # not too close to the threshold to call
+                assert took == (value > threshold), (step, value, threshold)
+            assert token == int(np.argmax(lo[step] if took else ld[step]))
+            assert differs == (token != int(np.argmax(ld[step])))
+            assert not differs or took  # only a taken token can change the driver's choice
+            n_changed += differs
+    return n_changed
+
+
 @pytest.mark.parametrize("which", ["pair", "gemma_pair"])
-def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
+def test_cross_decode_limits_cache_and_batching(which, request, tokenizer, single_thread):
     base, tuned = request.getfixturevalue(which)
     prompts = _ids(tokenizer)
     kwargs = dict(max_new_tokens=14, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -194,9 +230,12 @@ def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
 
     never = cross_decode(base.model, tuned.model, prompts, threshold=math.inf, **kwargs)
     assert never.token_ids == plain_base
-    assert not any(map(any, never.from_other))
+    assert not any(map(any, never.from_other)) and not any(map(any, never.changed))
+    assert _replay_cross(base, tuned, prompts, never, math.inf) == 0
     always = cross_decode(base.model, tuned.model, prompts, threshold=0.0, **kwargs)
     assert always.token_ids == plain_tuned
+    assert all(map(all, always.from_other))
+    assert _replay_cross(base, tuned, prompts, always, 0.0) > 0
     reverse_never = cross_decode(tuned.model, base.model, prompts, threshold=math.inf, **kwargs)
     assert reverse_never.token_ids == plain_tuned
 
@@ -208,6 +247,8 @@ def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
     assert 0 < sum(map(sum, cached.from_other)) < sum(map(len, cached.token_ids))
     # the rule: a token comes from the other model exactly where the step's JSD exceeds the threshold
     assert [[j > middle for j in row] for row in cached.jsd] == cached.from_other
+    assert cached.changed == uncached.changed
+    assert _replay_cross(base, tuned, prompts, cached, middle) > 0
     one_by_one = [cross_decode(base.model, tuned.model, [p], threshold=middle, **kwargs) for p in prompts]
     assert [o.token_ids[0] for o in one_by_one] == cached.token_ids
     np.testing.assert_allclose(sum((o.jsd[0] for o in one_by_one), []), sum(cached.jsd, []), rtol=1e-4, atol=1e-7)
