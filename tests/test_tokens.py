@@ -19,6 +19,7 @@ from rlvr_lens.analyses.token_metrics import (
     jsd_from_logits,
     score_sequences,
 )
+from rlvr_lens.analyses.tokens import PERCENTILES as PERCENTILES_
 from rlvr_lens.analyses.tokens import (
     CrossSamplingConfig,
     CrossSamplingResult,
@@ -270,7 +271,7 @@ def _samples():
     return [Sample(str(i), p, "33", labels={"leaked": i % 2 == 0}) for i, p in enumerate(PROMPTS * 2)]
 
 
-def test_token_divergence_end_to_end(pair, tokenizer):
+def test_token_divergence_end_to_end(pair, tokenizer, single_thread):
     base, tuned = pair
     samples = _samples()
     config = TokenDivergenceConfig(max_new_tokens=12, batch_size=4, chunk_size=7, top_tokens=5)
@@ -295,15 +296,16 @@ def test_token_divergence_end_to_end(pair, tokenizer):
     assert per_sample[top.sample_id].max_jsd == pytest.approx(top.jsd, rel=1e-6)
     leaked = tuned_responses.groups["leaked"]
     assert leaked.n_samples == 3 and leaked.n_tokens == sum(per_sample[s.id].n_tokens for s in samples if s.labels["leaked"])
+    # (the per-sample means and the AUROC are recomputed from scratch in the test below)
     assert tuned_responses.auroc_mean_jsd == pytest.approx(
-        _auroc([per_sample[s.id].mean_jsd for s in samples], [s.labels["leaked"] for s in samples])
+        _pairwise_auroc([per_sample[s.id].mean_jsd for s in samples], [s.labels["leaked"] for s in samples]), abs=1e-12
     )
     assert per_sample["0"].labels == {"leaked": True}
     again = TokenDivergenceResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
 
 
-def test_cross_sampling_end_to_end(pair, tokenizer):
+def test_cross_sampling_end_to_end(pair, tokenizer, single_thread):
     base, tuned = pair
     samples = _samples()
     result = cross_sampling(base, tuned, samples, CrossSamplingConfig(max_new_tokens=10, batch_size=4, thresholds=(0.0,), top_fractions=(0.5,)))
@@ -314,7 +316,6 @@ def test_cross_sampling_end_to_end(pair, tokenizer):
     assert all(p.share_replaced == pytest.approx(1.0) for p in always)
     half = [p for p in result.points if p.top_fraction == 0.5]
     assert len(half) == 2 and all(0 < p.share_replaced < 1 for p in half)
-    assert all(p.replaced_per_response == pytest.approx(p.share_replaced * p.mean_length) for p in result.points)
     assert set(result.points[0].group_accuracy) == {"leaked", "clean"}
     again = CrossSamplingResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
@@ -359,3 +360,130 @@ def test_audit_runs_and_caches_the_token_steps(tiny_pair, tmp_path):
     assert [type(r) for r in first.results] == [TokenDivergenceResult, CrossSamplingResult]
     second = run_steps(tmp_path / "run", audit_steps(specs, data, _samples()[:2], config))
     assert [s.status for s in second.steps] == ["cached", "cached"] and second.results == first.results
+
+
+# ----------------------------------------------------------------------------- summaries from scratch
+@pytest.fixture(scope="module")
+def memorizing(memorizing_pair):
+    base_dir, tuned_dir, samples = memorizing_pair
+    base = load_model(str(base_dir), "float32", "cpu", name="base")
+    return base, load_model(str(tuned_dir), "float32", "cpu", name="tuned"), samples
+
+
+def _greedy_one_by_one(model, tokenizer, prompt_ids, max_new_tokens):
+    """Greedy decoding without batching or padding, straight from transformers' ``generate``."""
+    eos = tokenizer.eos_token_id
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    new = out[0, len(prompt_ids):].tolist()
+    return (new[: new.index(eos)], True) if eos in new else (new, False)
+
+
+def test_token_divergence_summaries_match_an_independent_recount(memorizing, single_thread):
+    """Every summary number of one ResponseDivergence recomputed from per-prompt greedy decoding,
+    transformers' logits and float64 NumPy; accuracies against a hand count: the tuned model
+    recites the 4 memorized answers and none of the 4 unseen ones, the random base none."""
+    base, tuned, samples = memorizing
+    tokenizer = base.tokenizer
+    bins, max_new = 4, 24
+    config = TokenDivergenceConfig(max_new_tokens=max_new, batch_size=3, chunk_size=5, position_bins=bins)
+    result = token_divergence(base, tuned, samples, config)
+    hand_counted = {"tuned": (0.5, {"leaked": 1.0, "clean": 0.0}), "base": (0.0, {"leaked": 0.0, "clean": 0.0})}
+    for response in result.responses:
+        driver = {"tuned": tuned, "base": base}[response.responses_from]
+        rows, lengths, correct = [], [], []
+        for sample in samples:
+            prompt = tokenizer(sample.prompt + "\n", add_special_tokens=False).input_ids
+            new, ended = _greedy_one_by_one(driver.model, tokenizer, prompt, max_new)
+            seq = torch.tensor([prompt + new + ([tokenizer.eos_token_id] if ended else [])])
+            with torch.no_grad():
+                lb = base.model(seq).logits[0, len(prompt) - 1 : -1].numpy()
+                lt = tuned.model(seq).logits[0, len(prompt) - 1 : -1].numpy()
+            rows.append(_np_reference(lb, lt))
+            lengths.append(len(new))
+            correct.append(f"\\boxed{{{sample.answer}}}" in tokenizer.decode(new))
+        accuracy, group_accuracy = hand_counted[response.responses_from]
+        assert np.mean(correct) == accuracy and response.accuracy == accuracy
+        assert {name: g.accuracy for name, g in response.groups.items()} == group_accuracy
+        assert [s.correct for s in response.samples] == correct
+
+        jsd = np.concatenate([r["jsd"] for r in rows])
+        assert response.n_tokens == jsd.size and response.mean_length == pytest.approx(np.mean(lengths))
+        close = dict(rel=1e-3, abs=2e-6)
+        for name in METRICS:
+            assert response.means[name] == pytest.approx(np.concatenate([r[name] for r in rows]).mean(), **close), name
+        for key, threshold in (("0.001", 1e-3), ("0.01", 1e-2), ("0.1", 0.1)):
+            assert response.share_above[key] == pytest.approx((jsd > threshold).mean(), abs=1e-12), key
+        np.testing.assert_allclose(response.jsd_percentiles, np.percentile(jsd, PERCENTILES_), rtol=1e-3, atol=2e-6)
+        # relative position j / length, in exact integer arithmetic; the EOS step (j == length) joins the last bin
+        which = np.concatenate([[min(j * bins // max(n, 1), bins - 1) for j in range(len(r["jsd"]))] for r, n in zip(rows, lengths)])
+        assert response.position_counts == [int((which == b).sum()) for b in range(bins)]
+        for b in range(bins):
+            in_bin = jsd[which == b]
+            if in_bin.size:
+                assert response.position_mean_jsd[b] == pytest.approx(in_bin.mean(), **close)
+                assert response.position_share_above[b] == pytest.approx((in_bin > 0.1).mean(), abs=1e-12)
+            else:
+                assert response.position_mean_jsd[b] is None and response.position_share_above[b] is None
+        means = [r["jsd"].mean() for r in rows]
+        for summary, row, mean in zip(response.samples, rows, means):
+            assert summary.n_tokens == row["jsd"].size
+            assert summary.mean_jsd == pytest.approx(mean, **close)
+            assert summary.max_jsd == pytest.approx(row["jsd"].max(), **close)
+        leaked = [s.labels["leaked"] for s in samples]
+        for name, members in (("leaked", [i for i, y in enumerate(leaked) if y]), ("clean", [i for i, y in enumerate(leaked) if not y])):
+            values = np.concatenate([rows[i]["jsd"] for i in members])
+            group = response.groups[name]
+            assert (group.n_samples, group.n_tokens) == (4, values.size)
+            assert group.mean_jsd == pytest.approx(values.mean(), **close)
+            assert group.share_above["0.01"] == pytest.approx((values > 0.01).mean(), abs=1e-12)
+        assert response.auroc_mean_jsd == pytest.approx(_pairwise_auroc(means, leaked), abs=1e-12)
+
+
+def test_cross_sampling_accuracies_against_a_hand_count(memorizing, single_thread):
+    """Tuned recites the 4 memorized answers (of 8), the random base none. Forward with
+    threshold 0 takes the tuned token at every step (so it scores like the tuned model),
+    reverse with threshold 0 the base token; the top-half threshold is the median JSD along the
+    driver's own greedy responses, recomputed here from transformers' logits in NumPy."""
+    base, tuned, samples = memorizing
+    tokenizer = base.tokenizer
+    max_new = 20
+    config = CrossSamplingConfig(max_new_tokens=max_new, batch_size=3, thresholds=(0.0,), top_fractions=(0.5,))
+    result = cross_sampling(base, tuned, samples, config)
+    leaked = [s.labels["leaked"] for s in samples]
+    assert (result.base_accuracy, result.tuned_accuracy) == (0.0, 0.5)
+    by_key = {(p.direction, p.threshold, p.top_fraction): p for p in result.points}
+    # (direction, threshold, top fraction) -> accuracy, leaked-group accuracy, share of replaced tokens
+    expected = {
+        ("forward", None, None): (0.0, 0.0, 0.0),
+        ("forward", 0.0, None): (0.5, 1.0, 1.0),
+        ("reverse", None, None): (0.5, 1.0, 0.0),
+        ("reverse", 0.0, None): (0.0, 0.0, 1.0),
+    }
+    for key, (accuracy, leaked_accuracy, share) in expected.items():
+        point = by_key[key]
+        assert point.accuracy == accuracy and point.correct == [leaked_accuracy == 1.0 and y for y in leaked], key
+        assert point.group_accuracy == {"leaked": leaked_accuracy, "clean": 0.0}, key
+        assert point.share_replaced == share, key
+    plain_reverse = by_key[("reverse", None, None)]
+    assert plain_reverse.changed_per_response == 0.0 and plain_reverse.replaced_per_response == 0.0
+    for direction, (driver, other) in (("forward", (base, tuned)), ("reverse", (tuned, base))):
+        own = []
+        lengths = []
+        for sample in samples:
+            prompt = tokenizer(sample.prompt + "\n", add_special_tokens=False).input_ids
+            new, _ = _greedy_one_by_one(driver.model, tokenizer, prompt, max_new)
+            seq = torch.tensor([prompt + new])
+            with torch.no_grad():
+                ld = driver.model(seq).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(new)].numpy()
+                lo = other.model(seq).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(new)].numpy()
+            own.append(_np_reference(ld, lo)["jsd"])
+            lengths.append(len(new))
+        assert by_key[(direction, None, None)].mean_length == pytest.approx(np.mean(lengths))
+        assert by_key[(direction, None, None)].mean_jsd == pytest.approx(np.concatenate(own).mean(), rel=1e-3, abs=2e-6)
+        half = next(p for p in result.points if p.direction == direction and p.top_fraction == 0.5)
+        assert half.threshold == pytest.approx(float(np.quantile(np.concatenate(own), 0.5)), rel=1e-3, abs=2e-6)
+        assert 0 < half.share_replaced < 1
+        assert half.changed_per_response <= half.replaced_per_response
