@@ -54,11 +54,11 @@ def probed(memorizing_pair):
         result = partial_prompt_probe(series, samples, fractions=(0.4, 0.8), answer_tokens=16, batch_size=3)
     finally:
         torch.set_num_threads(threads)
-    return result, samples
+    return result, samples, base_dir
 
 
 def test_memorized_problems_are_completed_and_unseen_ones_are_not(probed):
-    result, samples = probed
+    result, samples, base_dir = probed
     leaked, clean = result.groups["leaked"], result.groups["clean"]
     tuned = result.run("tuned", 0.4)
     assert all(tuned.exact_match[i] for i in leaked)
@@ -71,17 +71,28 @@ def test_memorized_problems_are_completed_and_unseen_ones_are_not(probed):
     # the random base model recites nothing
     base = result.run("base", 0.4)
     assert base.exact_match_rate == 0.0 and base.rouge_l_mean < 0.3 and base.answer_rate == 0.0
-    # rates are the means of the per-sample scores
-    assert tuned.rouge_l_mean == pytest.approx(sum(tuned.rouge_l) / len(samples))
-    assert tuned.exact_match_rate == pytest.approx(sum(tuned.exact_match) / len(samples))
-    # kept tokens follow the fraction
-    assert tuned.kept_tokens == [kept_tokens(n, 0.4) for n in result.problem_tokens]
+    # hand count: 4 of 8 recited exactly and answered; ROUGE-L mean = (4 x 1 + the clean ones) / 8
+    assert tuned.exact_match_rate == 0.5 and tuned.answer_rate == 0.5
+    assert tuned.rouge_l_mean == pytest.approx((4 + sum(tuned.rouge_l[i] for i in clean)) / 8)
+    # kept tokens: the problem tokenized here, int(x n + 0.5) of its n tokens (no .5 ties at x = 0.4 or 0.8)
+    tok = load_tokenizer(str(base_dir))
+    n_tokens = [len(tok(s.prompt, add_special_tokens=False).input_ids) for s in samples]
+    assert result.problem_tokens == n_tokens and min(n_tokens) > 5
+    assert tuned.kept_tokens == [int(0.4 * n + 0.5) for n in n_tokens]
+    # with 80 % of the prompt shown the memorized ones are still completed, the unseen ones still not
+    late = result.run("tuned", 0.8)
+    assert late.kept_tokens == [int(0.8 * n + 0.5) for n in n_tokens]
+    assert [late.exact_match[i] for i in range(len(samples))] == [s.labels["leaked"] for s in samples]
+    assert all(late.answer_correct[i] for i in leaked) and not any(late.answer_correct[i] for i in clean)
+    assert late.exact_match_rate == 0.5 and late.answer_rate == 0.5
+    assert late.auroc["exact_match"] == 1.0 and late.auroc["answer_correct"] == 1.0
+    assert result.run("base", 0.8).exact_match_rate == 0.0 and result.run("base", 0.8).answer_rate == 0.0
 
 
 def test_probe_result_round_trips_and_reports(probed, tmp_path):
     from rlvr_lens.report import write_run
 
-    result, _ = probed
+    result, _, _ = probed
     assert ContaminationResult.from_dict(result.to_dict()) == result
     page = write_run(tmp_path, [result]).read_text()
     assert "Partial-prompt contamination probe" in page and "data:image/png;base64" in page
