@@ -22,7 +22,6 @@ from rlvr_lens.train.grpo import (
     train_grpo,
     trl_batch_layout,
 )
-from rlvr_lens.train.rewards import RandomReward
 
 SAMPLES = [Sample("a", "What is 2 + 2?", "4"), Sample("b", "What is 3 + 4?", "7"), Sample("c", "What is 5 - 1?", "4")]
 TINY = dict(prompts_per_step=2, group_size=4, max_new_tokens=8, eval_max_new_tokens=8, learning_rate=1e-3)
@@ -72,11 +71,13 @@ def test_run_logs_finite_metrics_and_the_jsonl_log(random_run):
 
 
 def test_logged_reward_is_the_seeded_random_reward(random_run):
-    """Each generation batch of 2 prompts x 4 completions gets the next 8 draws of RandomReward(0.5, seed=0)."""
+    """Each generation batch of 2 prompts x 4 completions gets the next 8 Bernoulli(0.5) draws of
+    NumPy's default generator seeded 0 (the documented rule, written out here without RandomReward)."""
     run, _ = random_run
-    reference = RandomReward(0.5, seed=0)
+    rng = np.random.default_rng(0)
     for row in run.steps[1:]:
-        draws = np.array(reference(["x"] * 8, ["0"] * 8))
+        draws = (rng.random(8) < 0.5).astype(float)
+        assert 0 < draws.mean() < 1  # a batch of mixed rewards: the std is informative
         assert row["reward_mean"] == pytest.approx(draws.mean())
         assert row["reward_std"] == pytest.approx(draws.std(ddof=1), abs=1e-6)
 
@@ -167,11 +168,43 @@ def test_divergence_weighted_advantages_match_the_formula_and_change_the_loss(st
     assert float((full * mask).sum() / mask.sum()) == pytest.approx(1.0, abs=1e-9)
     assert full.max() > 1.05 and full[mask > 0].min() < 0.95  # not all ones: the weighting does something
 
+    # The loss, by hand: one on-policy step (probability ratio exactly 1, no clipping, beta 0) of
+    # the dapo aggregation is -sum_t A_t m_t / sum_t m_t over the generation batch, where A_t is
+    # the sequence advantage times the weight above (weighted) or the sequence advantage alone.
     trainer.current_gradient_accumulation_steps = 1
     loss_on = trainer._compute_loss(policy, out).item()
     loss_off = trainer._compute_loss(policy, {**out, "advantages": out["sequence_advantages"]}).item()
-    assert math.isfinite(loss_on) and math.isfinite(loss_off)
-    assert abs(loss_on - loss_off) > 1e-6
+    sequence_advantages = out["sequence_advantages"].double().numpy()[:, None]
+    assert loss_on == pytest.approx(-(sequence_advantages * expected * m).sum() / m.sum(), rel=1e-4, abs=1e-7)
+    assert loss_off == pytest.approx(-(sequence_advantages * m).sum() / m.sum(), rel=1e-4, abs=1e-7)
+    assert abs(loss_on - loss_off) > 1e-4
+
+
+def test_true_reward_monitor_counts_right_answers_and_has_weight_zero(memorizing_pair, tmp_path):
+    """On a model trained to recite two problems' boxed answers (to a loss < 0.05) the monitor
+    counts 8 of 8 sampled completions right, the greedy eval 2 of 2 (and 0 of 2 unseen). With
+    the answers replaced by wrong ones it counts 0, and, having weight 0, changes nothing else:
+    the random-reward run trains to the same weights."""
+    from conftest import UNSEEN
+
+    _, tuned_dir, samples = memorizing_pair
+    memorized = [s for s in samples if s.labels["leaked"]][:2]
+    wrong = [Sample(s.id, s.prompt, "999") for s in memorized]
+    unseen = [Sample(f"u{i}", p, a) for i, (p, a) in enumerate(UNSEEN[:2])]
+    settings = GRPOSettings(
+        reward="random", steps=1, template="plain", prompts_per_step=2, group_size=4, max_new_tokens=20,
+        eval_max_new_tokens=20, temperature=1.0, learning_rate=1e-3, save_every=1, eval_every=1, seed=0,
+    )
+    right = train_grpo(tuned_dir, memorized, tmp_path / "right", settings, eval_sets={"memorized": memorized, "unseen": unseen})
+    assert right.steps[0] == {"step": 0, "eval/memorized": 1.0, "eval/unseen": 0.0}
+    assert right.steps[1]["accuracy"] == 1.0
+    assert right.steps[1]["eval/memorized"] == 1.0
+    other = train_grpo(tuned_dir, wrong, tmp_path / "wrong", settings, eval_sets={"memorized": wrong})
+    assert other.steps[0]["eval/memorized"] == 0.0 and other.steps[1]["accuracy"] == 0.0
+    assert other.steps[1]["reward_mean"] == right.steps[1]["reward_mean"]
+    assert other.steps[1]["loss"] == right.steps[1]["loss"]
+    assert torch.equal(_param(other.final_dir), _param(right.final_dir))
+    assert not torch.equal(_param(right.final_dir), _param(tuned_dir))
 
 
 def test_same_seed_same_run(random_run, start_dir, tmp_path):
