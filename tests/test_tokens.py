@@ -440,6 +440,53 @@ def test_token_divergence_summaries_match_an_independent_recount(memorizing, sin
             assert group.mean_jsd == pytest.approx(values.mean(), **close)
             assert group.share_above["0.01"] == pytest.approx((values > 0.01).mean(), abs=1e-12)
         assert response.auroc_mean_jsd == pytest.approx(_pairwise_auroc(means, leaked), abs=1e-12)
+    _check_token_divergence_section(result)
+
+
+def _check_token_divergence_section(result):
+    """Every number of the report section, read back and compared with the result's JSON."""
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.tokens_report import section_token_divergence
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_token_divergence(result, {})
+    responses = data["responses"]
+    summary_numbers = numbers_in(section.summary.split(": ", 1)[1])
+    for i, r in enumerate(responses):
+        n, share_01, _, share_001, _ = summary_numbers[5 * i : 5 * i + 5]  # "N tokens, X% ... > 0.1 ..., Y% > 0.01"
+        assert int(n) == r["n_tokens"]
+        assert_shows(share_01, r["share_above"]["0.1"], scale=100, where="summary")
+        assert_shows(share_001, r["share_above"]["0.01"], scale=100, where="summary")
+    main = section.tables[0]
+    assert column(main, "responses") == [r["responses_from"] for r in responses]
+    assert [int(c) for c in column(main, "tokens")] == [r["n_tokens"] for r in responses]
+    metric_columns = {"mean JSD": "jsd", "KL(P||Q)": "kl_base_tuned", "KL(Q||P)": "kl_tuned_base", "H(P)": "entropy_base",
+                      "H(Q)": "entropy_tuned", "top-1": "top1_overlap", "top-5": "top5_overlap", "top-10": "top10_overlap",
+                      "argmax changed": "argmax_changed"}
+    for header, key in metric_columns.items():
+        for cell, r in zip(column(main, header), responses):
+            assert_shows(cell, r["means"][key], where=header)
+    for header, key in ((">1e-3", "0.001"), (">1e-2", "0.01"), (">0.1", "0.1")):
+        for cell, r in zip(column(main, header), responses):
+            assert_shows(cell, r["share_above"][key], where=header)
+    for cell, r in zip(column(main, "accuracy"), responses):
+        assert_shows(cell, r["accuracy"], where="accuracy")
+    group_tables = [tb for tb in section.tables if tb.columns[0] == "group"]
+    assert len(group_tables) == len(responses)
+    for table, r in zip(group_tables, responses):
+        assert_shows(table.caption.rsplit(": ", 1)[1], r["auroc_mean_jsd"], where="AUROC caption")
+        for row in table.rows:
+            g = r["groups"][row[0]]
+            assert (int(row[1]), int(row[2])) == (g["n_samples"], g["n_tokens"])
+            for cell, value in zip(row[3:], [g["accuracy"], g["mean_jsd"], *g["share_above"].values()]):
+                assert_shows(cell, value, where=f"group {row[0]}")
+    top_tables = [tb for tb in section.tables if tb.columns[0] == "sample"]
+    for table, r in zip(top_tables, responses):
+        for row, top in zip(table.rows, r["top_tokens"]):
+            assert row[0] == top["sample_id"] and int(row[1].split()[0]) == top["position"]
+            assert_shows(row[1].split()[1].strip("()"), top["relative_position"], where="relative position")
+            assert_shows(row[6], top["jsd"], where="top JSD")
+            assert int(row[7]) == top["tuned_top_rank"]
 
 
 def test_cross_sampling_accuracies_against_a_hand_count(memorizing, single_thread):
@@ -487,3 +534,36 @@ def test_cross_sampling_accuracies_against_a_hand_count(memorizing, single_threa
         assert half.threshold == pytest.approx(float(np.quantile(np.concatenate(own), 0.5)), rel=1e-3, abs=2e-6)
         assert 0 < half.share_replaced < 1
         assert half.changed_per_response <= half.replaced_per_response
+    _check_cross_sampling_section(result)
+
+
+def _check_cross_sampling_section(result):
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.tokens_report import section_cross_sampling
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_cross_sampling(result, {})
+    shown = numbers_in(section.summary)
+    assert_shows(shown[0], data["base_accuracy"], where="summary base")
+    assert_shows(shown[1], data["tuned_accuracy"], where="summary tuned")
+    forward = [p for p in data["points"] if p["direction"] == "forward" and p["threshold"] is not None]
+    best = max(forward, key=lambda p: (p["accuracy"], -p["share_replaced"]))
+    assert_shows(shown[2], best["share_replaced"], scale=100, where="summary share")
+    assert_shows(shown[3], best["threshold"], where="summary threshold")
+    assert_shows(shown[4], best["accuracy"], where="summary accuracy")
+    [table] = section.tables
+    assert column(table, "direction") == [p["direction"] for p in data["points"]]
+    for header, key in (("accuracy", "accuracy"), ("share replaced", "share_replaced"),
+                        ("replaced / response", "replaced_per_response"), ("changed / response", "changed_per_response"),
+                        ("tokens / response", "mean_length")):
+        for cell, p in zip(column(table, header), data["points"]):
+            assert_shows(cell, p[key], where=header)
+    for cell, p in zip(column(table, "JSD threshold"), data["points"]):
+        if p["threshold"] is None:
+            assert cell == "plain"
+        else:
+            assert_shows(cell, p["threshold"], where="threshold")
+    for cell, p in zip(column(table, "accuracy by group"), data["points"]):
+        for part, (name, value) in zip(cell.split(", "), p["group_accuracy"].items()):
+            assert part.startswith(name + " ")
+            assert_shows(part.split(" ", 1)[1], value, where="group accuracy")
