@@ -3,6 +3,8 @@ a few problems completes them (scores near 1) but not unseen ones (near 0)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -97,6 +99,41 @@ def test_probe_result_round_trips_and_reports(probed, tmp_path):
     page = write_run(tmp_path, [result]).read_text()
     assert "Partial-prompt contamination probe" in page and "data:image/png;base64" in page
     assert (tmp_path / "contamination.json").exists()
+
+
+def test_report_section_numbers_match_the_result(probed):
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.contamination import section_contamination
+
+    result, _, _ = probed
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_contamination(result, {})
+    runs = data["runs"]
+    for table_index, keys in ((0, ("exact_match_rate", "rouge_l_mean", "answer_rate")),):
+        table = section.tables[table_index]
+        assert column(table, "checkpoint") == [r["checkpoint"] for r in runs]
+        assert column(table, "shown") == [f"{round(100 * r['fraction'])}%" for r in runs]
+        for header, key in zip(("exact match", "ROUGE-L", "answer"), keys):
+            for cell, run in zip(column(table, header), runs):
+                assert_shows(cell, run[key], where=header)
+        for group in data["groups"]:
+            for header, key in zip((f"exact ({group})", f"ROUGE-L ({group})", f"answer ({group})"), keys):
+                for cell, run in zip(column(table, header), runs):
+                    assert_shows(cell, run["groups"][group][key], where=header)
+    auroc = section.tables[1]
+    for row, run in zip(auroc.rows, runs):
+        for cell, key in zip(row[2:], ("exact_match", "rouge_l", "answer_correct")):
+            assert_shows(cell, run["auroc"][key], where=f"AUROC {key}")
+    # summary: the middle fraction of the first and last checkpoints, then the last one by group
+    middle = data["fractions"][len(data["fractions"]) // 2]
+    first, last = (next(r for r in runs if r["checkpoint"] == c and r["fraction"] == middle) for c in ("base", "tuned"))
+    shown = numbers_in(section.summary)
+    assert int(shown[0]) == round(100 * middle)
+    expected = [first["exact_match_rate"], first["rouge_l_mean"], last["exact_match_rate"], last["rouge_l_mean"],
+                first["answer_rate"], last["answer_rate"], *[last["groups"][g]["rouge_l_mean"] for g in data["groups"]]]
+    assert len(shown) == 1 + len(expected)
+    for cell, value in zip(shown[1:], expected):
+        assert_shows(cell, value, where="summary")
 
 
 def test_bad_fractions_are_user_errors(tiny_pair):

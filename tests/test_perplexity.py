@@ -161,6 +161,44 @@ def test_perplexity_paradox_on_a_model_that_memorized(memorizing_pair):
 
     # the result round-trips through JSON
     assert PerplexityResult.from_dict(result.to_dict()) == result
+    _check_perplexity_section(result)
+
+
+def _check_perplexity_section(result):
+    """The report section's tables and shares, read back and compared with the result's JSON."""
+    import json
+
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.perplexity import SIGNALS, section_perplexity
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_perplexity(result, {})
+    table = section.tables[0]
+    checkpoints = data["per_checkpoint"]
+    assert column(table, "checkpoint") == [c["name"] for c in checkpoints]
+    for header, key in (("prompt ppl", "prompt_ppl"), ("answer ppl", "answer_ppl")):
+        for cell, c in zip(column(table, header), checkpoints):
+            assert_shows(cell, c[key], where=header)
+        for group in data["groups"]:
+            for cell, c in zip(column(table, f"{header} ({group})"), checkpoints):
+                assert_shows(cell, c["groups"][group][key], where=f"{header} ({group})")
+    aurocs = section.tables[1]
+    for row in aurocs.rows:
+        scores = data["auroc"][row[0]]
+        for cell, signal in zip(row[1:], SIGNALS):
+            if signal in scores:
+                assert_shows(cell, scores[signal], where=f"{row[0]} {signal}")
+            else:
+                assert cell == ""
+    [paragraph] = [p for p in section.paragraphs if "Share of samples" in p]
+    assert_shows(numbers_in(paragraph.rsplit(":", 1)[1])[0], data["verdict"]["samples_paradox"], where="samples paradox")
+    # the summary: answer ppl first -> last, prompt ppl first -> last; overall, then per group
+    verdicts = [data["verdict"], *data["group_verdicts"].values()]
+    shown = numbers_in(section.summary)
+    assert len(shown) == 4 * len(verdicts)
+    for i, v in enumerate(verdicts):
+        for cell, value in zip(shown[4 * i : 4 * i + 4], (v["answer_ppl"][0], v["answer_ppl"][-1], v["prompt_ppl"][0], v["prompt_ppl"][-1])):
+            assert_shows(cell, value, where="summary")
 
 
 def _pairwise_auroc(scores, positive) -> float:
