@@ -205,6 +205,34 @@ def test_true_reward_monitor_counts_right_answers_and_has_weight_zero(memorizing
     assert other.steps[1]["loss"] == right.steps[1]["loss"]
     assert torch.equal(_param(other.final_dir), _param(right.final_dir))
     assert not torch.equal(_param(right.final_dir), _param(tuned_dir))
+    _check_grpo_section(right)
+
+
+def _check_grpo_section(run):
+    """The report section's summary and tables, read back and compared with the run's JSON."""
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.train.report import section_grpo_run
+
+    data = json.loads(json.dumps(run.to_dict()))
+    section = section_grpo_run(run, {})
+    steps = data["steps"]
+    accuracy = [r["accuracy"] for r in steps if r.get("accuracy") is not None]
+    kl = [r["kl"] for r in steps if r.get("kl") is not None]
+    shown = numbers_in(section.summary)
+    assert int(shown[0]) == data["settings"]["steps"]
+    for cell, value in zip(shown[1:4], (accuracy[0], accuracy[-1], kl[-1])):
+        assert_shows(cell, value, where="summary")
+    evals = section.tables[0]
+    for row in evals.rows:
+        values = [r[f"eval/{row[0]}"] for r in steps if r.get(f"eval/{row[0]}") is not None]
+        assert int(row[1]) == data["eval_sizes"][row[0]]
+        for cell, value in zip(row[2:], (values[0], values[-1], values[-1] - values[0])):
+            assert_shows(cell, value, where=f"eval {row[0]}")
+    settings = dict(section.tables[1].rows)
+    for key in ("reward", "steps", "learning_rate", "kl_coef", "clip_eps", "seed"):
+        assert settings[key] == str(data["settings"][key])
+    assert_shows(settings["wall time (s)"], data["wall_time_s"], where="wall time")
+    assert column(section.tables[1], "setting")[-1] == "final checkpoint" and settings["final checkpoint"] == data["final_dir"]
 
 
 def test_same_seed_same_run(random_run, start_dir, tmp_path):

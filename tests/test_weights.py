@@ -171,6 +171,7 @@ def test_random_update_matches_float64_numpy_svd(tmp_path):
         matrices = [numpy_metrics(n) for n in names if base[n].ndim == 2]
         for metric in matrices[0]:
             assert getattr(agg, metric) == pytest.approx(np.mean([m[metric] for m in matrices]), rel=1e-6, abs=1e-6), (key, metric)
+    _check_weights_section(result, base, tuned)
     # float32 Gram matrices (the GPU default) agree to a stated tolerance
     f32 = weight_forensics(
         tmp_path / "base", {"rl": tmp_path / "rl"}, WeightsConfig(k_fraction=0.1, k_fixed=K, svd_dtype="float32")
@@ -180,6 +181,32 @@ def test_random_update_matches_float64_numpy_svd(tmp_path):
         assert a.spectral_drift == pytest.approx(b.spectral_drift, rel=1e-3)
         assert a.subspaces[0].angle_left_max_deg == pytest.approx(b.subspaces[0].angle_left_max_deg, abs=0.05)
         assert a.subspaces[0].principal_share == pytest.approx(b.subspaces[0].principal_share, rel=1e-3)
+
+
+def _check_weights_section(result, base, tuned):
+    """The report section's per-module table and summary, read back against the result's JSON
+    (the summary's overall sparsity and relative norm recomputed from the tensors themselves)."""
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.weights_report import section_weights
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_weights(result, {})
+    [table] = [tb for tb in section.tables if tb.columns[0] == "module"]
+    aggregates = [a for a in data["aggregates"] if a["run"] == "rl" and a["scope"] == "module"]
+    assert column(table, "module") == [a["key"] for a in aggregates]
+    for header, key in (("sparsity", "sparsity"), ("within tol", "tol_sparsity"), ("precision gate", "precision_gate"),
+                        ("rel. norm", "relative_norm"), ("spectral drift", "spectral_drift"),
+                        ("angle L (deg)", "angle_left_max_deg"), ("angle R (deg)", "angle_right_max_deg"),
+                        ("stable rank", "stable_rank"), ("eff. rank", "effective_rank")):
+        for cell, a in zip(column(table, header), aggregates):
+            assert_shows(cell, a[key], where=f"{a['key']} {header}")
+    for cell, a in zip(column(table, "principal share / random"), aggregates):
+        assert_shows(cell, None if a["principal_share"] is None else a["principal_share"] / a["principal_share_random"])
+    shown = numbers_in(section.summary)
+    n = sum(v.size for v in base.values())
+    assert_shows(shown[0], 100 * sum((tuned[k] == base[k]).sum() for k in base) / n, where="summary sparsity")
+    norm = math.sqrt(sum(((tuned[k] - base[k]) ** 2).sum() for k in base) / sum((base[k] ** 2).sum() for k in base))
+    assert_shows(shown[1], norm, where="summary relative norm")
 
 
 def test_planted_principal_and_orthogonal_updates(tmp_path):
