@@ -164,6 +164,7 @@ def test_test_preset_builds_and_loads(built):
     assert manifest.config["eval_max_new_tokens"] == 12
     header, *rows = manifest.accuracy_table()
     assert header[0] == "stage" and [r[0] for r in rows] == ["base", "sft", "rlvr-correct", "rlvr-random"]
+    _check_organism_section(manifest)
 
 
 @pytest.mark.slow
@@ -240,6 +241,31 @@ def test_built_organism_separates_leaked_from_clean():
     base = manifest.stage("base").accuracy
     assert base["eval_leaked"] >= base["eval_clean"] + 0.1, base
     assert base["benchmark"] < base["eval_leaked"], base
+    _check_organism_section(manifest)
+
+
+def _check_organism_section(manifest):
+    """The report section's accuracy and stage tables and its summary against the manifest JSON."""
+    from report_numbers import assert_shows, numbers_in
+    from rlvr_lens.organism.manifest import section_organism
+
+    data = json.loads(json.dumps(manifest.to_dict()))
+    section = section_organism(manifest, {})
+    accuracy, stages = section.tables[0], section.tables[1]
+    splits = accuracy.columns[1:]
+    assert [row[0] for row in accuracy.rows] == [s["name"] for s in data["stages"]]
+    for row, stage in zip(accuracy.rows, data["stages"]):
+        for cell, split in zip(row[1:], splits):
+            assert_shows(cell, stage["accuracy"][split], where=f"{stage['name']} {split}")
+    for row, stage in zip(stages.rows, data["stages"]):
+        assert int(row[1]) == len(stage["checkpoints"]) and row[4] == stage["checkpoints"][-1]
+        assert_shows(row[2], stage["wall_time_s"], where="wall")
+        assert_shows(row[3], stage["cpu_time_s"], where="cpu")
+    base = next(s for s in data["stages"] if s["name"] == "base")["accuracy"]
+    shown = numbers_in(section.summary.split("):", 1)[1])
+    assert_shows(shown[0], base["eval_leaked"], where="summary leaked")
+    assert_shows(shown[1], base["eval_clean"], where="summary clean")
+    assert_shows(shown[2], 100 * (base["eval_leaked"] - base["eval_clean"]), where="summary gap")
 
 
 # ----------------------------------------------------------------------------- pretraining
