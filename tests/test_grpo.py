@@ -261,6 +261,42 @@ def _cli(argv):
     return run_guarded(args.func, args)
 
 
+def test_cli_sets_every_training_option(start_dir, tmp_path, monkeypatch):
+    """Each option reaches GRPOSettings (captured instead of training), the evaluation length
+    included: it follows --max-new-tokens unless --eval-max-new-tokens is given."""
+    import argparse
+
+    from rlvr_lens.cli import train as train_command
+    from rlvr_lens.data import write_samples
+    from rlvr_lens.train import grpo
+
+    class Captured(Exception):
+        pass
+
+    def capture(model_dir, samples, out, settings, **kwargs):
+        raise Captured(settings)
+
+    monkeypatch.setattr(grpo, "train_grpo", capture)
+    data = write_samples(tmp_path / "train.jsonl", SAMPLES)
+    parser = argparse.ArgumentParser()
+    train_command.register(parser.add_subparsers(dest="command"))
+    base = ["train", "--model", str(start_dir), "--data", str(data), "--out", str(tmp_path / "o"), "--max-new-tokens", "24"]
+
+    def settings(*extra):
+        with pytest.raises(Captured) as caught:
+            train_command.run(parser.parse_args([*base, *extra]))
+        return caught.value.args[0]
+
+    default = settings()
+    assert (default.max_new_tokens, default.eval_max_new_tokens) == (24, 24)
+    assert (default.loss_type, default.track_kl, default.gradient_checkpointing, default.eval_batch_size) == ("dapo", True, False, 16)
+    chosen = settings("--eval-max-new-tokens", "40", "--loss-type", "dr_grpo", "--no-track-kl", "--gradient-checkpointing",
+                      "--eval-batch-size", "3", "--lr", "2e-4", "--clip-eps", "0.3", "--num-iterations", "2")
+    assert (chosen.max_new_tokens, chosen.eval_max_new_tokens, chosen.loss_type) == (24, 40, "dr_grpo")
+    assert (chosen.track_kl, chosen.gradient_checkpointing, chosen.eval_batch_size) == (False, True, 3)
+    assert (chosen.learning_rate, chosen.clip_eps, chosen.num_iterations) == (2e-4, 0.3, 2)
+
+
 def test_cli_writes_the_run_the_log_and_a_report(start_dir, tmp_path, capsys):
     from rlvr_lens.data import write_samples
 
