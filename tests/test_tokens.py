@@ -237,6 +237,16 @@ def test_cross_decode_limits_cache_and_batching(which, request, tokenizer, singl
     assert always.token_ids == plain_tuned
     assert all(map(all, always.from_other))
     assert _replay_cross(base, tuned, prompts, always, 0.0) > 0
+    # a sharpened copy of the driver (logits x 1.5) differs in distribution (JSD > 0, so its token
+    # is always taken) but never in its greedy token: taken tokens that change nothing
+    import copy
+
+    sharper = copy.deepcopy(base.model)
+    with torch.no_grad():
+        sharper.get_output_embeddings().weight.mul_(1.5)
+    same_choice = cross_decode(base.model, sharper, prompts, threshold=0.0, **kwargs)
+    assert same_choice.token_ids == plain_base
+    assert all(map(all, same_choice.from_other)) and not any(map(any, same_choice.changed))
     reverse_never = cross_decode(tuned.model, base.model, prompts, threshold=math.inf, **kwargs)
     assert reverse_never.token_ids == plain_tuned
 
