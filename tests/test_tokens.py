@@ -391,16 +391,35 @@ def _greedy_one_by_one(model, tokenizer, prompt_ids, max_new_tokens):
     return (new[: new.index(eos)], True) if eos in new else (new, False)
 
 
-def test_token_divergence_summaries_match_an_independent_recount(memorizing, single_thread):
+@pytest.fixture(scope="module")
+def sharpened(memorizing):
+    """The random base against itself with its logits x 7: the same greedy choices, and JSDs
+    spread around 0.1 nats (so shares above 0.01 and above 0.1 differ)."""
+    import copy
+    import dataclasses
+
+    base, _, samples = memorizing
+    model = copy.deepcopy(base.model)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(7.0)
+    return base, dataclasses.replace(base, name="tuned", model=model), samples
+
+
+@pytest.mark.parametrize("which", ["memorizing", "sharpened"])
+def test_token_divergence_summaries_match_an_independent_recount(which, request, single_thread):
     """Every summary number of one ResponseDivergence recomputed from per-prompt greedy decoding,
-    transformers' logits and float64 NumPy; accuracies against a hand count: the tuned model
-    recites the 4 memorized answers and none of the 4 unseen ones, the random base none."""
-    base, tuned, samples = memorizing
+    transformers' logits and float64 NumPy; accuracies against a hand count: the memorizing
+    tuned model recites the 4 memorized answers and none of the 4 unseen ones, the random base
+    (and its sharpened copy) none."""
+    base, tuned, samples = request.getfixturevalue(which)
     tokenizer = base.tokenizer
     bins, max_new = 4, 24
     config = TokenDivergenceConfig(max_new_tokens=max_new, batch_size=3, chunk_size=5, position_bins=bins)
     result = token_divergence(base, tuned, samples, config)
-    hand_counted = {"tuned": (0.5, {"leaked": 1.0, "clean": 0.0}), "base": (0.0, {"leaked": 0.0, "clean": 0.0})}
+    none = (0.0, {"leaked": 0.0, "clean": 0.0})
+    hand_counted = {"tuned": (0.5, {"leaked": 1.0, "clean": 0.0}) if which == "memorizing" else none, "base": none}
+    if which == "sharpened":
+        assert all(0.05 < r.share_above["0.1"] < 0.95 and r.share_above["0.01"] == 1.0 for r in result.responses)
     for response in result.responses:
         driver = {"tuned": tuned, "base": base}[response.responses_from]
         rows, lengths, correct = [], [], []
