@@ -133,7 +133,7 @@ MUTANTS = [
            ("tests/test_grpo.py -k seeded_random",)),
     Mutant("divergence-weights-uncapped", "src/rlvr_lens/train/divergence.py",
            "u = 1.0 + torch.clamp(divergence / (mean_d + 1e-8), max=cap)", "u = 1.0 + divergence / (mean_d + 1e-8)",
-           ("tests/test_grpo.py -k divergence_weighted",)),
+           ("tests/test_grpo.py -k divergence_weights_by_hand or divergence_weighted",)),
     Mutant("grpo-report-first-is-last", "src/rlvr_lens/train/report.py",
            "true reward went from {_fmt(first_acc)}", "true reward went from {_fmt(last_acc)}",
            ("tests/test_grpo.py -k monitor",)),

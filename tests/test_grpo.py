@@ -127,6 +127,17 @@ def test_divergence_weighting_runs_and_one_shot(start_dir, tmp_path):
     assert all(math.isfinite(row["loss"]) for row in run.steps)
 
 
+def test_divergence_weights_by_hand():
+    """u_t = 1 + min(d_t / mean(d), 10), normalized to mean 1 over completion tokens; padding 1.
+    19 tokens at d = 0 and one at d = 20 (mean 1, so its ratio 20 is capped at 10): u = 1 and 11,
+    mean u = 30 / 20 = 1.5, weights 2/3 and 22/3."""
+    d = torch.tensor([[0.0] * 10 + [20.0, 5.0], [0.0] * 10 + [0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1] * 11 + [0], [1] * 9 + [0] * 3])
+    w = divergence_weights(d, mask)
+    expected = torch.tensor([[2 / 3] * 10 + [22 / 3, 1.0], [2 / 3] * 9 + [1.0] * 3], dtype=torch.float64)
+    torch.testing.assert_close(w, expected, rtol=1e-7, atol=1e-7)
+
+
 def _completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
     """Float64 log pi(y_t | ...) of the sampled tokens, from the plain transformers forward."""
     ids = torch.cat([prompt_ids, completion_ids], 1)
