@@ -136,7 +136,7 @@ MUTANTS = [
            ("tests/test_grpo.py -k divergence_weights_by_hand or divergence_weighted",)),
     Mutant("grpo-report-first-is-last", "src/rlvr_lens/train/report.py",
            "true reward went from {_fmt(first_acc)}", "true reward went from {_fmt(last_acc)}",
-           ("tests/test_grpo.py -k monitor",)),
+           ("tests/test_grpo.py -k hand_made_run",)),
     # --- test infrastructure
     Mutant("ci-missing-data-skips", "tests/conftest.py",
            'if os.environ.get("CI"):', "if False:",

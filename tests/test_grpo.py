@@ -219,6 +219,22 @@ def test_true_reward_monitor_counts_right_answers_and_has_weight_zero(memorizing
     _check_grpo_section(right)
 
 
+def test_report_section_on_a_hand_made_run():
+    """First and last values differ here (accuracy 0.25 -> 0.75, eval 0.1 -> 0.5): the section
+    must show each in its place."""
+    import dataclasses
+
+    steps = [
+        {"step": 0, "eval/heldout": 0.1},
+        {"step": 1, "accuracy": 0.25, "kl": 0.0, "eval/heldout": 0.2},
+        {"step": 2, "accuracy": 0.75, "kl": 0.125, "eval/heldout": 0.5},
+    ]
+    settings = dataclasses.asdict(GRPOSettings(steps=2))
+    run = GRPORun(settings=settings, steps=steps, checkpoints=["d/step-2"], final_dir="d/step-2", wall_time_s=1.5,
+                  eval_sizes={"heldout": 4})
+    _check_grpo_section(run)
+
+
 def _check_grpo_section(run):
     """The report section's summary and tables, read back and compared with the run's JSON."""
     from report_numbers import assert_shows, column, numbers_in
