@@ -22,7 +22,6 @@ from rlvr_lens.train.grpo import (
     train_grpo,
     trl_batch_layout,
 )
-from rlvr_lens.train.rewards import RandomReward
 
 SAMPLES = [Sample("a", "What is 2 + 2?", "4"), Sample("b", "What is 3 + 4?", "7"), Sample("c", "What is 5 - 1?", "4")]
 TINY = dict(prompts_per_step=2, group_size=4, max_new_tokens=8, eval_max_new_tokens=8, learning_rate=1e-3)
@@ -72,11 +71,13 @@ def test_run_logs_finite_metrics_and_the_jsonl_log(random_run):
 
 
 def test_logged_reward_is_the_seeded_random_reward(random_run):
-    """Each generation batch of 2 prompts x 4 completions gets the next 8 draws of RandomReward(0.5, seed=0)."""
+    """Each generation batch of 2 prompts x 4 completions gets the next 8 Bernoulli(0.5) draws of
+    NumPy's default generator seeded 0 (the documented rule, written out here without RandomReward)."""
     run, _ = random_run
-    reference = RandomReward(0.5, seed=0)
+    rng = np.random.default_rng(0)
     for row in run.steps[1:]:
-        draws = np.array(reference(["x"] * 8, ["0"] * 8))
+        draws = (rng.random(8) < 0.5).astype(float)
+        assert 0 < draws.mean() < 1  # a batch of mixed rewards: the std is informative
         assert row["reward_mean"] == pytest.approx(draws.mean())
         assert row["reward_std"] == pytest.approx(draws.std(ddof=1), abs=1e-6)
 
@@ -126,6 +127,17 @@ def test_divergence_weighting_runs_and_one_shot(start_dir, tmp_path):
     assert all(math.isfinite(row["loss"]) for row in run.steps)
 
 
+def test_divergence_weights_by_hand():
+    """u_t = 1 + min(d_t / mean(d), 10), normalized to mean 1 over completion tokens; padding 1.
+    19 tokens at d = 0 and one at d = 20 (mean 1, so its ratio 20 is capped at 10): u = 1 and 11,
+    mean u = 30 / 20 = 1.5, weights 2/3 and 22/3."""
+    d = torch.tensor([[0.0] * 10 + [20.0, 5.0], [0.0] * 10 + [0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1] * 11 + [0], [1] * 9 + [0] * 3])
+    w = divergence_weights(d, mask)
+    expected = torch.tensor([[2 / 3] * 10 + [22 / 3, 1.0], [2 / 3] * 9 + [1.0] * 3], dtype=torch.float64)
+    torch.testing.assert_close(w, expected, rtol=1e-7, atol=1e-7)
+
+
 def _completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
     """Float64 log pi(y_t | ...) of the sampled tokens, from the plain transformers forward."""
     ids = torch.cat([prompt_ids, completion_ids], 1)
@@ -167,11 +179,87 @@ def test_divergence_weighted_advantages_match_the_formula_and_change_the_loss(st
     assert float((full * mask).sum() / mask.sum()) == pytest.approx(1.0, abs=1e-9)
     assert full.max() > 1.05 and full[mask > 0].min() < 0.95  # not all ones: the weighting does something
 
+    # The loss, by hand: one on-policy step (probability ratio exactly 1, no clipping, beta 0) of
+    # the dapo aggregation is -sum_t A_t m_t / sum_t m_t over the generation batch, where A_t is
+    # the sequence advantage times the weight above (weighted) or the sequence advantage alone.
     trainer.current_gradient_accumulation_steps = 1
     loss_on = trainer._compute_loss(policy, out).item()
     loss_off = trainer._compute_loss(policy, {**out, "advantages": out["sequence_advantages"]}).item()
-    assert math.isfinite(loss_on) and math.isfinite(loss_off)
-    assert abs(loss_on - loss_off) > 1e-6
+    sequence_advantages = out["sequence_advantages"].double().numpy()[:, None]
+    assert loss_on == pytest.approx(-(sequence_advantages * expected * m).sum() / m.sum(), rel=1e-4, abs=1e-7)
+    assert loss_off == pytest.approx(-(sequence_advantages * m).sum() / m.sum(), rel=1e-4, abs=1e-7)
+    assert abs(loss_on - loss_off) > 1e-4
+
+
+def test_true_reward_monitor_counts_right_answers_and_has_weight_zero(memorizing_pair, tmp_path):
+    """On a model trained to recite two problems' boxed answers (to a loss < 0.05) the monitor
+    counts 8 of 8 sampled completions right, the greedy eval 2 of 2 (and 0 of 2 unseen). With
+    the answers replaced by wrong ones it counts 0, and, having weight 0, changes nothing else:
+    the random-reward run trains to the same weights."""
+    from conftest import UNSEEN
+
+    _, tuned_dir, samples = memorizing_pair
+    memorized = [s for s in samples if s.labels["leaked"]][:2]
+    wrong = [Sample(s.id, s.prompt, "999") for s in memorized]
+    unseen = [Sample(f"u{i}", p, a) for i, (p, a) in enumerate(UNSEEN[:2])]
+    settings = GRPOSettings(
+        reward="random", steps=1, template="plain", prompts_per_step=2, group_size=4, max_new_tokens=20,
+        eval_max_new_tokens=20, temperature=1.0, learning_rate=1e-3, save_every=1, eval_every=1, seed=0,
+    )
+    right = train_grpo(tuned_dir, memorized, tmp_path / "right", settings, eval_sets={"memorized": memorized, "unseen": unseen})
+    assert right.steps[0] == {"step": 0, "eval/memorized": 1.0, "eval/unseen": 0.0}
+    assert right.steps[1]["accuracy"] == 1.0
+    assert right.steps[1]["eval/memorized"] == 1.0
+    other = train_grpo(tuned_dir, wrong, tmp_path / "wrong", settings, eval_sets={"memorized": wrong})
+    assert other.steps[0]["eval/memorized"] == 0.0 and other.steps[1]["accuracy"] == 0.0
+    assert other.steps[1]["reward_mean"] == right.steps[1]["reward_mean"]
+    assert other.steps[1]["loss"] == right.steps[1]["loss"]
+    assert torch.equal(_param(other.final_dir), _param(right.final_dir))
+    assert not torch.equal(_param(right.final_dir), _param(tuned_dir))
+    _check_grpo_section(right)
+
+
+def test_report_section_on_a_hand_made_run():
+    """First and last values differ here (accuracy 0.25 -> 0.75, eval 0.1 -> 0.5): the section
+    must show each in its place."""
+    import dataclasses
+
+    steps = [
+        {"step": 0, "eval/heldout": 0.1},
+        {"step": 1, "accuracy": 0.25, "kl": 0.0, "eval/heldout": 0.2},
+        {"step": 2, "accuracy": 0.75, "kl": 0.125, "eval/heldout": 0.5},
+    ]
+    settings = dataclasses.asdict(GRPOSettings(steps=2))
+    run = GRPORun(settings=settings, steps=steps, checkpoints=["d/step-2"], final_dir="d/step-2", wall_time_s=1.5,
+                  eval_sizes={"heldout": 4})
+    _check_grpo_section(run)
+
+
+def _check_grpo_section(run):
+    """The report section's summary and tables, read back and compared with the run's JSON."""
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.train.report import section_grpo_run
+
+    data = json.loads(json.dumps(run.to_dict()))
+    section = section_grpo_run(run, {})
+    steps = data["steps"]
+    accuracy = [r["accuracy"] for r in steps if r.get("accuracy") is not None]
+    kl = [r["kl"] for r in steps if r.get("kl") is not None]
+    shown = numbers_in(section.summary)
+    assert int(shown[0]) == data["settings"]["steps"]
+    for cell, value in zip(shown[1:4], (accuracy[0], accuracy[-1], kl[-1])):
+        assert_shows(cell, value, where="summary")
+    evals = section.tables[0]
+    for row in evals.rows:
+        values = [r[f"eval/{row[0]}"] for r in steps if r.get(f"eval/{row[0]}") is not None]
+        assert int(row[1]) == data["eval_sizes"][row[0]]
+        for cell, value in zip(row[2:], (values[0], values[-1], values[-1] - values[0])):
+            assert_shows(cell, value, where=f"eval {row[0]}")
+    settings = dict(section.tables[1].rows)
+    for key in ("reward", "steps", "learning_rate", "kl_coef", "clip_eps", "seed"):
+        assert settings[key] == str(data["settings"][key])
+    assert_shows(settings["wall time (s)"], data["wall_time_s"], where="wall time")
+    assert column(section.tables[1], "setting")[-1] == "final checkpoint" and settings["final checkpoint"] == data["final_dir"]
 
 
 def test_same_seed_same_run(random_run, start_dir, tmp_path):
@@ -198,6 +286,42 @@ def _cli(argv):
     train_command.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", *argv])
     return run_guarded(args.func, args)
+
+
+def test_cli_sets_every_training_option(start_dir, tmp_path, monkeypatch):
+    """Each option reaches GRPOSettings (captured instead of training), the evaluation length
+    included: it follows --max-new-tokens unless --eval-max-new-tokens is given."""
+    import argparse
+
+    from rlvr_lens.cli import train as train_command
+    from rlvr_lens.data import write_samples
+    from rlvr_lens.train import grpo
+
+    class Captured(Exception):
+        pass
+
+    def capture(model_dir, samples, out, settings, **kwargs):
+        raise Captured(settings)
+
+    monkeypatch.setattr(grpo, "train_grpo", capture)
+    data = write_samples(tmp_path / "train.jsonl", SAMPLES)
+    parser = argparse.ArgumentParser()
+    train_command.register(parser.add_subparsers(dest="command"))
+    base = ["train", "--model", str(start_dir), "--data", str(data), "--out", str(tmp_path / "o"), "--max-new-tokens", "24"]
+
+    def settings(*extra):
+        with pytest.raises(Captured) as caught:
+            train_command.run(parser.parse_args([*base, *extra]))
+        return caught.value.args[0]
+
+    default = settings()
+    assert (default.max_new_tokens, default.eval_max_new_tokens) == (24, 24)
+    assert (default.loss_type, default.track_kl, default.gradient_checkpointing, default.eval_batch_size) == ("dapo", True, False, 16)
+    chosen = settings("--eval-max-new-tokens", "40", "--loss-type", "dr_grpo", "--no-track-kl", "--gradient-checkpointing",
+                      "--eval-batch-size", "3", "--lr", "2e-4", "--clip-eps", "0.3", "--num-iterations", "2")
+    assert (chosen.max_new_tokens, chosen.eval_max_new_tokens, chosen.loss_type) == (24, 40, "dr_grpo")
+    assert (chosen.track_kl, chosen.gradient_checkpointing, chosen.eval_batch_size) == (False, True, 3)
+    assert (chosen.learning_rate, chosen.clip_eps, chosen.num_iterations) == (2e-4, 0.3, 2)
 
 
 def test_cli_writes_the_run_the_log_and_a_report(start_dir, tmp_path, capsys):

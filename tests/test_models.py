@@ -245,3 +245,103 @@ def test_a_saved_tokenizer_loads_back_identical(tiny_pair, tokenizer):
     assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert AutoTokenizer.from_pretrained(tiny_pair[0])(text)["input_ids"] != tokenizer(text)["input_ids"]
     assert loaded.pad_token == "<|pad|>" and loaded.eos_token == "<|endoftext|>"
+
+
+# ------------------------------------------------------------------ patching a different value
+# Per-channel scaling of a hook point's value equals a weight edit of the module that produces
+# it, so a model whose weights were edited (a deep copy, no hooks) is an independent reference
+# for what patching that point must do to the logits. The edits name transformers' own modules:
+# pre-norm families add o_proj / mlp output to the residual; OLMo-2 (weight * x) and Gemma
+# ((1 + weight) * x) add the output of their post-attention / post-feedforward norms.
+SANDWICH_NORM = {"olmo2": "plain", "gemma2": "one_plus", "gemma3": "one_plus"}
+
+
+def _scale_output_rows(module, s):
+    module.weight.mul_(s[:, None])
+
+
+def _scale_norm(norm, s, family):
+    if SANDWICH_NORM[family] == "one_plus":
+        norm.weight.copy_((1 + norm.weight) * s - 1)
+    else:
+        norm.weight.mul_(s)
+
+
+def _edit_weights(model, family, point, layer, s):
+    block = model.model.layers[layer]
+    with torch.no_grad():
+        if point in ("gate", "up", "down"):
+            _scale_output_rows(getattr(block.mlp, f"{point}_proj"), s)
+        elif point == "neurons":
+            block.mlp.down_proj.weight.mul_(s[None, :])
+        elif point == "mlp_out":
+            if family in SANDWICH_NORM:
+                _scale_norm(block.post_feedforward_layernorm, s, family)
+            else:
+                _scale_output_rows(block.mlp.down_proj, s)
+        elif point == "attn_out":
+            if family in SANDWICH_NORM:
+                _scale_norm(block.post_attention_layernorm, s, family)
+            else:
+                assert block.self_attn.o_proj.bias is None
+                _scale_output_rows(block.self_attn.o_proj, s)
+        else:
+            raise AssertionError(point)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patching_a_scaled_value_equals_the_weight_edited_model(tiny_checkpoints, family, single_thread):
+    """Layer 0, so the changed value still runs through a whole decoder layer before the logits."""
+    import copy
+
+    loaded = load_model(tiny_checkpoints[family], "float32", "cpu")
+    batch = _batch(loaded.tokenizer, "left")
+    model = loaded.model
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        plain = model(**batch).logits
+        for point in ("attn_out", "mlp_out", "neurons", "gate", "up", "down"):
+            key = hook_name(point, 0)
+            with capture(model, (point,), layers=[0]) as cache:
+                model(**batch)
+            s = 1 + 0.5 * torch.randn(cache[key].shape[-1], generator=generator)
+            with patch(model, {key: cache[key] * s}):
+                patched = model(**batch).logits
+            edited = copy.deepcopy(model)
+            _edit_weights(edited, family, point, 0, s)
+            reference = edited(**batch).logits
+            assert (reference - plain).abs().max() > 1e-3, key  # the edit does change the output
+            torch.testing.assert_close(patched, reference, rtol=1e-4, atol=2e-5, msg=key)
+        # a function replacement is the same patch
+        with patch(model, {key: lambda v: v * s}):
+            torch.testing.assert_close(model(**batch).logits, patched, rtol=0, atol=0)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patching_resid_post_from_another_input_gives_that_inputs_logits(tiny_checkpoints, family, single_thread):
+    """Everything after layer i depends on the input only through resid_post[i] (and the
+    positions): patching input B's resid_post into input A's run must give B's logits there."""
+    loaded = load_model(tiny_checkpoints[family], "float32", "cpu")
+    model = loaded.model
+    generator = torch.Generator().manual_seed(11)
+    a = torch.randint(2, len(loaded.tokenizer), (2, 9), generator=generator)
+    b = torch.randint(2, len(loaded.tokenizer), (2, 9), generator=generator)
+    with torch.no_grad():
+        logits_a, logits_b = model(a).logits, model(b).logits
+        assert (logits_a - logits_b).abs().max() > 1e-2
+        for layer in range(loaded.num_layers):
+            key = hook_name("resid_post", layer)
+            with capture(model, ("resid_post",), layers=[layer]) as cache:
+                model(b)
+            with patch(model, {key: cache[key]}):
+                patched = model(a).logits
+            torch.testing.assert_close(patched, logits_b, rtol=1e-5, atol=1e-5, msg=key)
+            # only the last three positions: earlier ones keep A's logits, later ones mix
+            mask = torch.zeros(2, 9, dtype=torch.bool)
+            mask[:, 6:] = True
+            with patch(model, {key: cache[key]}, positions=mask):
+                partly = model(a).logits
+            torch.testing.assert_close(partly[:, :6], logits_a[:, :6], rtol=0, atol=0)
+            if layer == loaded.num_layers - 1:
+                torch.testing.assert_close(partly[:, 6:], logits_b[:, 6:], rtol=1e-5, atol=1e-5)

@@ -5,7 +5,8 @@ reloads, is reproducible)."""
 from __future__ import annotations
 
 import json
-import time
+import math
+import os
 
 import pytest
 import torch
@@ -124,17 +125,16 @@ def built(tmp_path_factory):
     from rlvr_lens.organism.recipe import build_organism
 
     root = tmp_path_factory.mktemp("organism")
-    start = time.perf_counter()
-    manifest = build_organism(root, "test", 0)
-    return root, manifest, time.perf_counter() - start
+    return root, build_organism(root, "test", 0)
 
 
 @pytest.mark.slow
-def test_test_preset_builds_quickly_and_loads(built):
+def test_test_preset_builds_and_loads(built):
+    """(Build times belong in benchmarks/; the test preset is too small to learn the task, so
+    its accuracies are only range-checked here: see test_built_organism_separates_leaked_from_clean.)"""
     from rlvr_lens.models import load_model
 
-    root, manifest, seconds = built
-    assert seconds < 60
+    root, manifest = built
     assert [s.name for s in manifest.stages] == ["base", "sft", "rlvr-correct", "rlvr-random"]
     for stage in manifest.stages:
         assert manifest.checkpoint(stage.name).is_dir()
@@ -145,7 +145,9 @@ def test_test_preset_builds_quickly_and_loads(built):
 
     run = GRPORun.load(root / "rlvr-random" / "grpo_run.json")
     assert run.settings["reward"] == "random" and run.settings["seed"] == 0
-    assert all(all(v is None or v == v for v in row.values()) for row in run.steps)  # logged, no NaN
+    assert len(run.steps) == 2
+    numbers = [v for row in run.steps for v in row.values() if isinstance(v, float)]
+    assert numbers and all(math.isfinite(v) for v in numbers)  # logged, no NaN or infinity
     loaded = load_model(str(manifest.checkpoint("rlvr-random")), dtype="float32", device="cpu")
     assert loaded.model.config.model_type == "qwen2"
     base = load_model(str(manifest.checkpoint("base")), dtype="float32", device="cpu")
@@ -162,6 +164,7 @@ def test_test_preset_builds_quickly_and_loads(built):
     assert manifest.config["eval_max_new_tokens"] == 12
     header, *rows = manifest.accuracy_table()
     assert header[0] == "stage" and [r[0] for r in rows] == ["base", "sft", "rlvr-correct", "rlvr-random"]
+    _check_organism_section(manifest)
 
 
 @pytest.mark.slow
@@ -169,10 +172,10 @@ def test_build_is_cached_reloaded_and_reproducible(built, tmp_path):
     from rlvr_lens.organism.manifest import OrganismManifest
     from rlvr_lens.organism.recipe import build_organism
 
-    root, manifest, _ = built
-    start = time.perf_counter()
-    again = build_organism(root, "test", 0)  # reused, not rebuilt
-    assert time.perf_counter() - start < 5
+    root, manifest = built
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    again = build_organism(root, "test", 0)  # reused, not rebuilt: no file is rewritten
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
     assert again.to_dict() == manifest.to_dict()
     reloaded = OrganismManifest.load_dir(root)
     assert reloaded.to_dict() == manifest.to_dict()
@@ -189,7 +192,7 @@ def test_same_seed_same_metrics(built, tmp_path):
     """Same seed, same data and same trained weights (hence metrics) on the CPU."""
     from rlvr_lens.organism.recipe import build_organism
 
-    root, manifest, _ = built
+    root, manifest = built
     other = build_organism(tmp_path / "again", "test", 0, overrides={"rl_rewards": "correct"})
     assert (tmp_path / "again" / "data" / "eval.jsonl").read_text() == (root / "data" / "eval.jsonl").read_text()
     for name in ("base", "sft", "rlvr-correct"):
@@ -226,3 +229,102 @@ def test_rewards_on_organism_completions():
     assert make_reward("format")(completions, answers) == [1.0, 1.0, 1.0, 0.0]
     assert make_reward("incorrect")(completions, answers) == [0.0, 0.0, 1.0, 0.0]
     assert make_reward("accuracy_format")(completions, answers) == pytest.approx([1.01, 1.01, 0.01, 0.0])
+
+
+@pytest.mark.skipif(not os.environ.get("RLVR_LENS_ORGANISM"), reason="set RLVR_LENS_ORGANISM to a built cpu-small organism")
+def test_built_organism_separates_leaked_from_clean():
+    """The organism's purpose: its base model answers the planted (leaked) evaluation problems
+    more often than the clean ones. Only a real preset learns the task (cpu-small, ~hours)."""
+    from rlvr_lens.organism.manifest import OrganismManifest
+
+    manifest = OrganismManifest.load_dir(os.environ["RLVR_LENS_ORGANISM"])
+    base = manifest.stage("base").accuracy
+    assert base["eval_leaked"] >= base["eval_clean"] + 0.1, base
+    assert base["benchmark"] < base["eval_leaked"], base
+    _check_organism_section(manifest)
+
+
+def _check_organism_section(manifest):
+    """The report section's accuracy and stage tables and its summary against the manifest JSON."""
+    from report_numbers import assert_shows, numbers_in
+    from rlvr_lens.organism.manifest import section_organism
+
+    data = json.loads(json.dumps(manifest.to_dict()))
+    section = section_organism(manifest, {})
+    accuracy, stages = section.tables[0], section.tables[1]
+    splits = accuracy.columns[1:]
+    assert [row[0] for row in accuracy.rows] == [s["name"] for s in data["stages"]]
+    for row, stage in zip(accuracy.rows, data["stages"]):
+        for cell, split in zip(row[1:], splits):
+            assert_shows(cell, stage["accuracy"][split], where=f"{stage['name']} {split}")
+    for row, stage in zip(stages.rows, data["stages"]):
+        assert int(row[1]) == len(stage["checkpoints"]) and row[4] == stage["checkpoints"][-1]
+        assert_shows(row[2], stage["wall_time_s"], where="wall")
+        assert_shows(row[3], stage["cpu_time_s"], where="cpu")
+    base = next(s for s in data["stages"] if s["name"] == "base")["accuracy"]
+    shown = numbers_in(section.summary.split("):", 1)[1])
+    assert_shows(shown[0], base["eval_leaked"], where="summary leaked")
+    assert_shows(shown[1], base["eval_clean"], where="summary clean")
+    assert_shows(shown[2], 100 * (base["eval_leaked"] - base["eval_clean"]), where="summary gap")
+
+
+# ----------------------------------------------------------------------------- pretraining
+def test_learning_rate_schedule_by_hand_and_as_applied(tokenizer, monkeypatch):
+    """Linear warmup (step + 1) / warmup, then cosine from the peak to min_lr_ratio x the peak."""
+    from rlvr_lens.models.tiny import build_tiny_model
+    from rlvr_lens.organism.pretrain import TrainSettings, learning_rate_at, train_causal_lm
+
+    settings = TrainSettings(steps=10, batch_size=2, learning_rate=1.0, warmup_steps=2, min_lr_ratio=0.1, seed=0)
+    # steps 0, 1: 1/2, 2/2; step 2 + k: 0.1 + 0.9 * (1 + cos(pi k / 8)) / 2
+    expected = [0.5, 1.0, 1.0] + [0.1 + 0.45 * (1 + math.cos(math.pi * k / 8)) for k in range(1, 8)]
+    assert [learning_rate_at(s, settings) for s in range(10)] == pytest.approx(expected, abs=1e-12)
+    assert expected[6] == pytest.approx(0.55) and learning_rate_at(10, settings) == pytest.approx(0.1)
+    assert learning_rate_at(1000, settings) == pytest.approx(0.1)  # past the end: stays at the floor
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    model = build_tiny_model("qwen2", vocab_size=len(tokenizer))
+    settings = TrainSettings(steps=10, batch_size=2, learning_rate=1e-3, warmup_steps=2, min_lr_ratio=0.1, seed=0)
+    train_causal_lm(model, tokenizer, [("1+1=", "2"), ("2+2=", "4"), ("3+3=", "6")], settings)
+    assert seen == [[pytest.approx(1e-3 * e, abs=1e-15)] * 2 for e in expected]
+
+
+def test_documents_are_truncated_to_the_context_and_keep_the_prompt_length(tokenizer):
+    from rlvr_lens.organism.pretrain import encode_documents
+
+    prompt, completion = "Problem: What is 12 + 7 * 3?\nSolution:", " 7*3=21. 12+21=33. \\boxed{33}"
+    p = tokenizer(prompt, add_special_tokens=False).input_ids
+    c = tokenizer(completion, add_special_tokens=False).input_ids
+    eos = tokenizer.eos_token_id
+    assert encode_documents(tokenizer, [(prompt, completion)], 512) == [(p + c + [eos], len(p))]
+    assert encode_documents(tokenizer, [(prompt, completion)], len(p) + 2) == [(p + c[:2], len(p))]  # no EOS
+    assert encode_documents(tokenizer, [(prompt, completion)], len(p + c) + 1) == [(p + c + [eos], len(p))]
+    assert encode_documents(tokenizer, [(prompt, completion)], 3) == [(p[:3], len(p))]
+
+
+@pytest.mark.parametrize("loss_on", ["completion", "all"])
+def test_training_loss_is_on_the_completion_only_for_sft(tokenizer, loss_on):
+    """The first logged loss equals cross-entropy recomputed in float64 on each unpadded document
+    over the completion tokens and EOS (SFT) or every predicted token (pretraining)."""
+    from rlvr_lens.models.tiny import build_tiny_model
+    from rlvr_lens.organism.pretrain import TrainSettings, train_causal_lm
+
+    pairs = [("What is 12 + 7 * 3?", " \\boxed{33}"), ("x^2 = 16, so x =", " 4 or -4"), ("Compute 1 + 2 + ... + 10:", " 55")]
+    model = build_tiny_model("qwen2", vocab_size=len(tokenizer))
+    total, count = 0.0, 0
+    for prompt, completion in pairs:
+        p = tokenizer(prompt, add_special_tokens=False).input_ids
+        ids = p + tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        first = len(p) if loss_on == "completion" else 1  # first target position
+        total -= sum(float(logp[i - 1, ids[i]]) for i in range(first, len(ids)))
+        count += len(ids) - first
+    settings = TrainSettings(steps=1, batch_size=3, learning_rate=1e-3, warmup_steps=1, loss_on=loss_on, seed=0)
+    stats = train_causal_lm(model, tokenizer, pairs, settings)
+    assert stats["losses"][0] == pytest.approx(total / count, rel=1e-5)

@@ -123,10 +123,12 @@ def test_perplexity_paradox_on_a_model_that_memorized(memorizing_pair):
     assert set(result.groups) == {"leaked", "clean"}
 
     # per-sample values and aggregates against a float64 recomputation by hand
+    manuals = []
     for spec, ckpt in zip(series.specs, result.per_checkpoint):
         loaded = load_model(spec.source, "float32", "cpu")
         encoded = [encode_sample(loaded.tokenizer, s, "plain") for s in samples]
         manual = [_manual_sample_nll(loaded.model, e) for e in encoded]
+        manuals.append(manual)
         one_by_one = checkpoint_nll(loaded.model, encoded, pad_id=loaded.tokenizer.pad_token_id, batch_size=1)
         assert one_by_one[1] == pytest.approx(ckpt.answer_nll, abs=2e-5)  # batch size changes nothing
         assert ckpt.prompt_nll == pytest.approx([m[0] for m in manual], abs=2e-5)
@@ -144,9 +146,80 @@ def test_perplexity_paradox_on_a_model_that_memorized(memorizing_pair):
     assert result.auroc["tuned"]["prompt_nll_low"] == 1.0
     assert result.auroc["tuned"]["answer_nll_drop"] == 1.0
     assert set(result.auroc["base"]) == {"prompt_nll_low", "answer_nll_low"}
+    # every AUROC against a pair count on the hand-computed NLLs (leaked should score higher)
+    leaked = [s.labels["leaked"] for s in samples]
+    (base_prompt, base_answer), (tuned_prompt, tuned_answer) = ([list(x) for x in zip(*m)] for m in manuals)
+    expected = {
+        "prompt_nll_low": [-x for x in tuned_prompt],
+        "answer_nll_low": [-x for x in tuned_answer],
+        "answer_nll_drop": [b - a for a, b in zip(tuned_answer, base_answer)],
+        "prompt_nll_rise": [a - b for a, b in zip(tuned_prompt, base_prompt)],
+    }
+    for signal, scores in expected.items():
+        assert result.auroc["tuned"][signal] == pytest.approx(_pairwise_auroc(scores, leaked), abs=1e-9), signal
+    assert result.auroc["base"]["answer_nll_low"] == pytest.approx(_pairwise_auroc([-x for x in base_answer], leaked), abs=1e-9)
 
     # the result round-trips through JSON
     assert PerplexityResult.from_dict(result.to_dict()) == result
+    _check_perplexity_section(result)
+
+
+def _check_perplexity_section(result):
+    """The report section's tables and shares, read back and compared with the result's JSON."""
+    import json
+
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.perplexity import SIGNALS, section_perplexity
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_perplexity(result, {})
+    table = section.tables[0]
+    checkpoints = data["per_checkpoint"]
+    assert column(table, "checkpoint") == [c["name"] for c in checkpoints]
+    for header, key in (("prompt ppl", "prompt_ppl"), ("answer ppl", "answer_ppl")):
+        for cell, c in zip(column(table, header), checkpoints):
+            assert_shows(cell, c[key], where=header)
+        for group in data["groups"]:
+            for cell, c in zip(column(table, f"{header} ({group})"), checkpoints):
+                assert_shows(cell, c["groups"][group][key], where=f"{header} ({group})")
+    aurocs = section.tables[1]
+    for row in aurocs.rows:
+        scores = data["auroc"][row[0]]
+        for cell, signal in zip(row[1:], SIGNALS):
+            if signal in scores:
+                assert_shows(cell, scores[signal], where=f"{row[0]} {signal}")
+            else:
+                assert cell == ""
+    [paragraph] = [p for p in section.paragraphs if "Share of samples" in p]
+    assert_shows(numbers_in(paragraph.rsplit(":", 1)[1])[0], data["verdict"]["samples_paradox"], where="samples paradox")
+    # the summary: answer ppl first -> last, prompt ppl first -> last; overall, then per group
+    verdicts = [data["verdict"], *data["group_verdicts"].values()]
+    shown = numbers_in(section.summary)
+    assert len(shown) == 4 * len(verdicts)
+    for i, v in enumerate(verdicts):
+        for cell, value in zip(shown[4 * i : 4 * i + 4], (v["answer_ppl"][0], v["answer_ppl"][-1], v["prompt_ppl"][0], v["prompt_ppl"][-1])):
+            assert_shows(cell, value, where="summary")
+
+
+def _pairwise_auroc(scores, positive) -> float:
+    """AUROC by counting every (positive, negative) pair: 1 if ranked right, 1/2 on a tie."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+
+
+def test_sequences_shorter_than_two_tokens(qwen):
+    """One token has nothing to predict: token_nll refuses it; a one-token problem (plus the
+    template's newline) scores exactly one prompt token, the first having no context."""
+    with pytest.raises(ValueError, match="two tokens"):
+        token_nll(qwen.model, [[5, 6], [7]], pad_id=qwen.tokenizer.pad_token_id)
+    enc = encode_sample(qwen.tokenizer, Sample("a", "x", "4"), "plain")
+    assert len(qwen.tokenizer("x", add_special_tokens=False)["input_ids"]) == 1
+    assert enc.prompt_span == (1, 2) and enc.answer_span == (2, len(enc.ids))
+    prompt, answer = checkpoint_nll(qwen.model, [enc], pad_id=qwen.tokenizer.pad_token_id)
+    reference = _reference_nll(qwen.model, enc.ids)
+    assert prompt[0] == pytest.approx(reference[0], abs=2e-5)
+    assert answer[0] == pytest.approx(sum(reference[1:]) / (len(enc.ids) - 2), abs=2e-5)
 
 
 def _ckpt(name, prompt, answer):

@@ -16,14 +16,15 @@ from rlvr_lens.analyses.token_metrics import (
     TOP_K,
     body_hidden_states,
     compare_logits,
+    jsd_from_logits,
     score_sequences,
 )
+from rlvr_lens.analyses.tokens import PERCENTILES as PERCENTILES_
 from rlvr_lens.analyses.tokens import (
     CrossSamplingConfig,
     CrossSamplingResult,
     TokenDivergenceConfig,
     TokenDivergenceResult,
-    _auroc,
     cross_sampling,
     token_divergence,
 )
@@ -121,12 +122,25 @@ def test_disjoint_distributions_reach_ln2():
     assert got["tuned_top_rank"].item() == 2.0 and got["argmax_changed"].item() == 1.0
 
 
-def test_auroc_hand_worked():
-    # positives 0.4, 0.8 vs negatives 0.1, 0.35: 4 pairs, 4 ranked right -> 1.0; swap one -> 0.75
-    assert _auroc([0.1, 0.4, 0.35, 0.8], [False, True, False, True]) == 1.0
-    assert _auroc([0.1, 0.3, 0.35, 0.8], [False, True, False, True]) == 0.75
-    assert _auroc([0.5, 0.5], [True, False]) == 0.5
-    assert _auroc([1.0], [True]) is None
+def test_jsd_from_logits_matches_float64_numpy():
+    """The JSD that decides every cross-sampled token is its own code path: check it too."""
+    generator = torch.Generator().manual_seed(5)
+    base = torch.randn(2, 32, 300, generator=generator) * 3
+    tuned = base + torch.randn(2, 32, 300, generator=generator) * torch.logspace(-4, 0.7, 32)[:, None]
+    got = jsd_from_logits(base, tuned)
+    assert got.shape == (2, 32)
+    want = _np_reference(base.reshape(64, 300).numpy(), tuned.reshape(64, 300).numpy())["jsd"]
+    np.testing.assert_allclose(got.reshape(64).numpy(), want, rtol=1e-4, atol=5e-8)
+    assert got.max() > 0.1  # large divergences are covered, not only tiny ones
+    swapped = jsd_from_logits(tuned, base)  # symmetric
+    np.testing.assert_allclose(swapped.numpy(), got.numpy(), rtol=1e-5, atol=5e-8)
+
+
+def _pairwise_auroc(scores, positive) -> float:
+    """AUROC by counting every (positive, negative) pair: 1 if ranked right, 1/2 on a tie."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
 
 
 # ----------------------------------------------------------------------------- teacher forcing
@@ -183,8 +197,31 @@ def test_model_against_itself_has_zero_divergence(pair, tokenizer):
 
 
 # ----------------------------------------------------------------------------- cross-decoding
+def _replay_cross(driver, other, prompts, out, threshold):
+    """Re-derive every step of a cross-decoding from one full forward pass per model over the
+    decoded sequence (no cache, no padding) and the float64 NumPy JSD: the step's JSD, whose
+    token is taken (JSD > threshold), the token itself, and whether it differs from the driver's
+    greedy token. Returns how many steps took a token that changed the driver's choice."""
+    n_changed = 0
+    for prompt, tokens, from_other, changed, jsd in zip(prompts, out.token_ids, out.from_other, out.changed, out.jsd):
+        ids = torch.tensor([list(prompt) + tokens])
+        with torch.no_grad():
+            ld = driver.model(ids).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(tokens)].numpy()
+            lo = other.model(ids).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(tokens)].numpy()
+        want = _np_reference(ld, lo)["jsd"]
+        np.testing.assert_allclose(jsd, want, rtol=1e-4, atol=1e-6)
+        for step, (token, took, differs, value) in enumerate(zip(tokens, from_other, changed, want)):
+            if abs(value - threshold) > 1e-5:  # not too close to the threshold to call
+                assert took == (value > threshold), (step, value, threshold)
+            assert token == int(np.argmax(lo[step] if took else ld[step]))
+            assert differs == (token != int(np.argmax(ld[step])))
+            assert not differs or took  # only a taken token can change the driver's choice
+            n_changed += differs
+    return n_changed
+
+
 @pytest.mark.parametrize("which", ["pair", "gemma_pair"])
-def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
+def test_cross_decode_limits_cache_and_batching(which, request, tokenizer, single_thread):
     base, tuned = request.getfixturevalue(which)
     prompts = _ids(tokenizer)
     kwargs = dict(max_new_tokens=14, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -194,9 +231,22 @@ def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
 
     never = cross_decode(base.model, tuned.model, prompts, threshold=math.inf, **kwargs)
     assert never.token_ids == plain_base
-    assert not any(map(any, never.from_other))
+    assert not any(map(any, never.from_other)) and not any(map(any, never.changed))
+    assert _replay_cross(base, tuned, prompts, never, math.inf) == 0
     always = cross_decode(base.model, tuned.model, prompts, threshold=0.0, **kwargs)
     assert always.token_ids == plain_tuned
+    assert all(map(all, always.from_other))
+    assert _replay_cross(base, tuned, prompts, always, 0.0) > 0
+    # a sharpened copy of the driver (logits x 1.5) differs in distribution (JSD > 0, so its token
+    # is always taken) but never in its greedy token: taken tokens that change nothing
+    import copy
+
+    sharper = copy.deepcopy(base.model)
+    with torch.no_grad():
+        sharper.get_output_embeddings().weight.mul_(1.5)
+    same_choice = cross_decode(base.model, sharper, prompts, threshold=0.0, **kwargs)
+    assert same_choice.token_ids == plain_base
+    assert all(map(all, same_choice.from_other)) and not any(map(any, same_choice.changed))
     reverse_never = cross_decode(tuned.model, base.model, prompts, threshold=math.inf, **kwargs)
     assert reverse_never.token_ids == plain_tuned
 
@@ -208,6 +258,8 @@ def test_cross_decode_limits_cache_and_batching(which, request, tokenizer):
     assert 0 < sum(map(sum, cached.from_other)) < sum(map(len, cached.token_ids))
     # the rule: a token comes from the other model exactly where the step's JSD exceeds the threshold
     assert [[j > middle for j in row] for row in cached.jsd] == cached.from_other
+    assert cached.changed == uncached.changed
+    assert _replay_cross(base, tuned, prompts, cached, middle) > 0
     one_by_one = [cross_decode(base.model, tuned.model, [p], threshold=middle, **kwargs) for p in prompts]
     assert [o.token_ids[0] for o in one_by_one] == cached.token_ids
     np.testing.assert_allclose(sum((o.jsd[0] for o in one_by_one), []), sum(cached.jsd, []), rtol=1e-4, atol=1e-7)
@@ -229,7 +281,7 @@ def _samples():
     return [Sample(str(i), p, "33", labels={"leaked": i % 2 == 0}) for i, p in enumerate(PROMPTS * 2)]
 
 
-def test_token_divergence_end_to_end(pair, tokenizer):
+def test_token_divergence_end_to_end(pair, tokenizer, single_thread):
     base, tuned = pair
     samples = _samples()
     config = TokenDivergenceConfig(max_new_tokens=12, batch_size=4, chunk_size=7, top_tokens=5)
@@ -254,15 +306,16 @@ def test_token_divergence_end_to_end(pair, tokenizer):
     assert per_sample[top.sample_id].max_jsd == pytest.approx(top.jsd, rel=1e-6)
     leaked = tuned_responses.groups["leaked"]
     assert leaked.n_samples == 3 and leaked.n_tokens == sum(per_sample[s.id].n_tokens for s in samples if s.labels["leaked"])
+    # (the per-sample means and the AUROC are recomputed from scratch in the test below)
     assert tuned_responses.auroc_mean_jsd == pytest.approx(
-        _auroc([per_sample[s.id].mean_jsd for s in samples], [s.labels["leaked"] for s in samples])
+        _pairwise_auroc([per_sample[s.id].mean_jsd for s in samples], [s.labels["leaked"] for s in samples]), abs=1e-12
     )
     assert per_sample["0"].labels == {"leaked": True}
     again = TokenDivergenceResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
 
 
-def test_cross_sampling_end_to_end(pair, tokenizer):
+def test_cross_sampling_end_to_end(pair, tokenizer, single_thread):
     base, tuned = pair
     samples = _samples()
     result = cross_sampling(base, tuned, samples, CrossSamplingConfig(max_new_tokens=10, batch_size=4, thresholds=(0.0,), top_fractions=(0.5,)))
@@ -273,7 +326,6 @@ def test_cross_sampling_end_to_end(pair, tokenizer):
     assert all(p.share_replaced == pytest.approx(1.0) for p in always)
     half = [p for p in result.points if p.top_fraction == 0.5]
     assert len(half) == 2 and all(0 < p.share_replaced < 1 for p in half)
-    assert all(p.replaced_per_response == pytest.approx(p.share_replaced * p.mean_length) for p in result.points)
     assert set(result.points[0].group_accuracy) == {"leaked", "clean"}
     again = CrossSamplingResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
@@ -318,3 +370,229 @@ def test_audit_runs_and_caches_the_token_steps(tiny_pair, tmp_path):
     assert [type(r) for r in first.results] == [TokenDivergenceResult, CrossSamplingResult]
     second = run_steps(tmp_path / "run", audit_steps(specs, data, _samples()[:2], config))
     assert [s.status for s in second.steps] == ["cached", "cached"] and second.results == first.results
+
+
+# ----------------------------------------------------------------------------- summaries from scratch
+@pytest.fixture(scope="module")
+def memorizing(memorizing_pair):
+    base_dir, tuned_dir, samples = memorizing_pair
+    base = load_model(str(base_dir), "float32", "cpu", name="base")
+    return base, load_model(str(tuned_dir), "float32", "cpu", name="tuned"), samples
+
+
+def _greedy_one_by_one(model, tokenizer, prompt_ids, max_new_tokens):
+    """Greedy decoding without batching or padding, straight from transformers' ``generate``."""
+    eos = tokenizer.eos_token_id
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    new = out[0, len(prompt_ids):].tolist()
+    return (new[: new.index(eos)], True) if eos in new else (new, False)
+
+
+@pytest.fixture(scope="module")
+def sharpened(memorizing):
+    """The random base against itself with its logits x 7: the same greedy choices, and JSDs
+    spread around 0.1 nats (so shares above 0.01 and above 0.1 differ)."""
+    import copy
+    import dataclasses
+
+    base, _, samples = memorizing
+    model = copy.deepcopy(base.model)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(7.0)
+    return base, dataclasses.replace(base, name="tuned", model=model), samples
+
+
+@pytest.mark.parametrize("which", ["memorizing", "sharpened"])
+def test_token_divergence_summaries_match_an_independent_recount(which, request, single_thread):
+    """Every summary number of one ResponseDivergence recomputed from per-prompt greedy decoding,
+    transformers' logits and float64 NumPy; accuracies against a hand count: the memorizing
+    tuned model recites the 4 memorized answers and none of the 4 unseen ones, the random base
+    (and its sharpened copy) none."""
+    base, tuned, samples = request.getfixturevalue(which)
+    tokenizer = base.tokenizer
+    bins, max_new = 4, 24
+    config = TokenDivergenceConfig(max_new_tokens=max_new, batch_size=3, chunk_size=5, position_bins=bins)
+    result = token_divergence(base, tuned, samples, config)
+    none = (0.0, {"leaked": 0.0, "clean": 0.0})
+    hand_counted = {"tuned": (0.5, {"leaked": 1.0, "clean": 0.0}) if which == "memorizing" else none, "base": none}
+    if which == "sharpened":
+        assert all(0.05 < r.share_above["0.1"] < 0.95 and r.share_above["0.01"] == 1.0 for r in result.responses)
+    for response in result.responses:
+        driver = {"tuned": tuned, "base": base}[response.responses_from]
+        rows, lengths, correct = [], [], []
+        for sample in samples:
+            prompt = tokenizer(sample.prompt + "\n", add_special_tokens=False).input_ids
+            new, ended = _greedy_one_by_one(driver.model, tokenizer, prompt, max_new)
+            seq = torch.tensor([prompt + new + ([tokenizer.eos_token_id] if ended else [])])
+            with torch.no_grad():
+                lb = base.model(seq).logits[0, len(prompt) - 1 : -1].numpy()
+                lt = tuned.model(seq).logits[0, len(prompt) - 1 : -1].numpy()
+            rows.append(_np_reference(lb, lt))
+            lengths.append(len(new))
+            correct.append(f"\\boxed{{{sample.answer}}}" in tokenizer.decode(new))
+        accuracy, group_accuracy = hand_counted[response.responses_from]
+        assert np.mean(correct) == accuracy and response.accuracy == accuracy
+        assert {name: g.accuracy for name, g in response.groups.items()} == group_accuracy
+        assert [s.correct for s in response.samples] == correct
+
+        jsd = np.concatenate([r["jsd"] for r in rows])
+        assert response.n_tokens == jsd.size and response.mean_length == pytest.approx(np.mean(lengths))
+        close = dict(rel=1e-3, abs=2e-6)
+        for name in METRICS:
+            assert response.means[name] == pytest.approx(np.concatenate([r[name] for r in rows]).mean(), **close), name
+        for key, threshold in (("0.001", 1e-3), ("0.01", 1e-2), ("0.1", 0.1)):
+            assert response.share_above[key] == pytest.approx((jsd > threshold).mean(), abs=1e-12), key
+        np.testing.assert_allclose(response.jsd_percentiles, np.percentile(jsd, PERCENTILES_), rtol=1e-3, atol=2e-6)
+        # relative position j / length, in exact integer arithmetic; the EOS step (j == length) joins the last bin
+        which = np.concatenate([[min(j * bins // max(n, 1), bins - 1) for j in range(len(r["jsd"]))] for r, n in zip(rows, lengths)])
+        assert response.position_counts == [int((which == b).sum()) for b in range(bins)]
+        for b in range(bins):
+            in_bin = jsd[which == b]
+            if in_bin.size:
+                assert response.position_mean_jsd[b] == pytest.approx(in_bin.mean(), **close)
+                assert response.position_share_above[b] == pytest.approx((in_bin > 0.1).mean(), abs=1e-12)
+            else:
+                assert response.position_mean_jsd[b] is None and response.position_share_above[b] is None
+        means = [r["jsd"].mean() for r in rows]
+        for summary, row, mean in zip(response.samples, rows, means):
+            assert summary.n_tokens == row["jsd"].size
+            assert summary.mean_jsd == pytest.approx(mean, **close)
+            assert summary.max_jsd == pytest.approx(row["jsd"].max(), **close)
+        leaked = [s.labels["leaked"] for s in samples]
+        for name, members in (("leaked", [i for i, y in enumerate(leaked) if y]), ("clean", [i for i, y in enumerate(leaked) if not y])):
+            values = np.concatenate([rows[i]["jsd"] for i in members])
+            group = response.groups[name]
+            assert (group.n_samples, group.n_tokens) == (4, values.size)
+            assert group.mean_jsd == pytest.approx(values.mean(), **close)
+            assert group.share_above["0.01"] == pytest.approx((values > 0.01).mean(), abs=1e-12)
+        assert response.auroc_mean_jsd == pytest.approx(_pairwise_auroc(means, leaked), abs=1e-12)
+    _check_token_divergence_section(result)
+
+
+def _check_token_divergence_section(result):
+    """Every number of the report section, read back and compared with the result's JSON."""
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.tokens_report import section_token_divergence
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_token_divergence(result, {})
+    responses = data["responses"]
+    summary_numbers = numbers_in(section.summary.split(": ", 1)[1])
+    for i, r in enumerate(responses):
+        n, share_01, _, share_001, _ = summary_numbers[5 * i : 5 * i + 5]  # "N tokens, X% ... > 0.1 ..., Y% > 0.01"
+        assert int(n) == r["n_tokens"]
+        assert_shows(share_01, r["share_above"]["0.1"], scale=100, where="summary")
+        assert_shows(share_001, r["share_above"]["0.01"], scale=100, where="summary")
+    main = section.tables[0]
+    assert column(main, "responses") == [r["responses_from"] for r in responses]
+    assert [int(c) for c in column(main, "tokens")] == [r["n_tokens"] for r in responses]
+    metric_columns = {"mean JSD": "jsd", "KL(P||Q)": "kl_base_tuned", "KL(Q||P)": "kl_tuned_base", "H(P)": "entropy_base",
+                      "H(Q)": "entropy_tuned", "top-1": "top1_overlap", "top-5": "top5_overlap", "top-10": "top10_overlap",
+                      "argmax changed": "argmax_changed"}
+    for header, key in metric_columns.items():
+        for cell, r in zip(column(main, header), responses):
+            assert_shows(cell, r["means"][key], where=header)
+    for header, key in ((">1e-3", "0.001"), (">1e-2", "0.01"), (">0.1", "0.1")):
+        for cell, r in zip(column(main, header), responses):
+            assert_shows(cell, r["share_above"][key], where=header)
+    for cell, r in zip(column(main, "accuracy"), responses):
+        assert_shows(cell, r["accuracy"], where="accuracy")
+    group_tables = [tb for tb in section.tables if tb.columns[0] == "group"]
+    assert len(group_tables) == len(responses)
+    for table, r in zip(group_tables, responses):
+        assert_shows(table.caption.rsplit(": ", 1)[1], r["auroc_mean_jsd"], where="AUROC caption")
+        for row in table.rows:
+            g = r["groups"][row[0]]
+            assert (int(row[1]), int(row[2])) == (g["n_samples"], g["n_tokens"])
+            for cell, value in zip(row[3:], [g["accuracy"], g["mean_jsd"], *g["share_above"].values()]):
+                assert_shows(cell, value, where=f"group {row[0]}")
+    top_tables = [tb for tb in section.tables if tb.columns[0] == "sample"]
+    for table, r in zip(top_tables, responses):
+        for row, top in zip(table.rows, r["top_tokens"]):
+            assert row[0] == top["sample_id"] and int(row[1].split()[0]) == top["position"]
+            assert_shows(row[1].split()[1].strip("()"), top["relative_position"], where="relative position")
+            assert_shows(row[6], top["jsd"], where="top JSD")
+            assert int(row[7]) == top["tuned_top_rank"]
+
+
+def test_cross_sampling_accuracies_against_a_hand_count(memorizing, single_thread):
+    """Tuned recites the 4 memorized answers (of 8), the random base none. Forward with
+    threshold 0 takes the tuned token at every step (so it scores like the tuned model),
+    reverse with threshold 0 the base token; the top-half threshold is the median JSD along the
+    driver's own greedy responses, recomputed here from transformers' logits in NumPy."""
+    base, tuned, samples = memorizing
+    tokenizer = base.tokenizer
+    max_new = 20
+    config = CrossSamplingConfig(max_new_tokens=max_new, batch_size=3, thresholds=(0.0,), top_fractions=(0.5,))
+    result = cross_sampling(base, tuned, samples, config)
+    leaked = [s.labels["leaked"] for s in samples]
+    assert (result.base_accuracy, result.tuned_accuracy) == (0.0, 0.5)
+    by_key = {(p.direction, p.threshold, p.top_fraction): p for p in result.points}
+    # (direction, threshold, top fraction) -> accuracy, leaked-group accuracy, share of replaced tokens
+    expected = {
+        ("forward", None, None): (0.0, 0.0, 0.0),
+        ("forward", 0.0, None): (0.5, 1.0, 1.0),
+        ("reverse", None, None): (0.5, 1.0, 0.0),
+        ("reverse", 0.0, None): (0.0, 0.0, 1.0),
+    }
+    for key, (accuracy, leaked_accuracy, share) in expected.items():
+        point = by_key[key]
+        assert point.accuracy == accuracy and point.correct == [leaked_accuracy == 1.0 and y for y in leaked], key
+        assert point.group_accuracy == {"leaked": leaked_accuracy, "clean": 0.0}, key
+        assert point.share_replaced == share, key
+    plain_reverse = by_key[("reverse", None, None)]
+    assert plain_reverse.changed_per_response == 0.0 and plain_reverse.replaced_per_response == 0.0
+    for direction, (driver, other) in (("forward", (base, tuned)), ("reverse", (tuned, base))):
+        own = []
+        lengths = []
+        for sample in samples:
+            prompt = tokenizer(sample.prompt + "\n", add_special_tokens=False).input_ids
+            new, _ = _greedy_one_by_one(driver.model, tokenizer, prompt, max_new)
+            seq = torch.tensor([prompt + new])
+            with torch.no_grad():
+                ld = driver.model(seq).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(new)].numpy()
+                lo = other.model(seq).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(new)].numpy()
+            own.append(_np_reference(ld, lo)["jsd"])
+            lengths.append(len(new))
+        assert by_key[(direction, None, None)].mean_length == pytest.approx(np.mean(lengths))
+        assert by_key[(direction, None, None)].mean_jsd == pytest.approx(np.concatenate(own).mean(), rel=1e-3, abs=2e-6)
+        half = next(p for p in result.points if p.direction == direction and p.top_fraction == 0.5)
+        assert half.threshold == pytest.approx(float(np.quantile(np.concatenate(own), 0.5)), rel=1e-3, abs=2e-6)
+        assert 0 < half.share_replaced < 1
+        assert half.changed_per_response <= half.replaced_per_response
+    _check_cross_sampling_section(result)
+
+
+def _check_cross_sampling_section(result):
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.tokens_report import section_cross_sampling
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_cross_sampling(result, {})
+    shown = numbers_in(section.summary)
+    assert_shows(shown[0], data["base_accuracy"], where="summary base")
+    assert_shows(shown[1], data["tuned_accuracy"], where="summary tuned")
+    forward = [p for p in data["points"] if p["direction"] == "forward" and p["threshold"] is not None]
+    best = max(forward, key=lambda p: (p["accuracy"], -p["share_replaced"]))
+    assert_shows(shown[2], best["share_replaced"], scale=100, where="summary share")
+    assert_shows(shown[3], best["threshold"], where="summary threshold")
+    assert_shows(shown[4], best["accuracy"], where="summary accuracy")
+    [table] = section.tables
+    assert column(table, "direction") == [p["direction"] for p in data["points"]]
+    for header, key in (("accuracy", "accuracy"), ("share replaced", "share_replaced"),
+                        ("replaced / response", "replaced_per_response"), ("changed / response", "changed_per_response"),
+                        ("tokens / response", "mean_length")):
+        for cell, p in zip(column(table, header), data["points"]):
+            assert_shows(cell, p[key], where=header)
+    for cell, p in zip(column(table, "JSD threshold"), data["points"]):
+        if p["threshold"] is None:
+            assert cell == "plain"
+        else:
+            assert_shows(cell, p["threshold"], where="threshold")
+    for cell, p in zip(column(table, "accuracy by group"), data["points"]):
+        for part, (name, value) in zip(cell.split(", "), p["group_accuracy"].items()):
+            assert part.startswith(name + " ")
+            assert_shows(part.split(" ", 1)[1], value, where="group accuracy")

@@ -135,6 +135,7 @@ def test_random_update_matches_float64_numpy_svd(tmp_path):
             assert stats.angle_left_max_deg == pytest.approx(left.max(), rel=1e-6, abs=1e-6)
             assert stats.angle_right_max_deg == pytest.approx(right.max(), rel=1e-6, abs=1e-6)
             assert stats.angle_left_mean_deg == pytest.approx(left.mean(), rel=1e-6, abs=1e-6)
+            assert stats.angle_right_mean_deg == pytest.approx(right.mean(), rel=1e-6, abs=1e-6)
             proj = u[:, :k].T @ dw @ vt[:k].T
             energy = (dw**2).sum()
             assert stats.principal_share == pytest.approx((proj**2).sum() / energy, rel=1e-7)
@@ -142,6 +143,35 @@ def test_random_update_matches_float64_numpy_svd(tmp_path):
             assert stats.right_share == pytest.approx(((dw @ vt[:k].T) ** 2).sum() / energy, rel=1e-7)
             assert stats.principal_share_random == pytest.approx(k * k / dw.size)
             assert stats.spectral_drift_topk == pytest.approx(np.linalg.norm(s2[:k] - s[:k]) / np.linalg.norm(s[:k]), rel=1e-6)
+    # aggregates: relative norm sqrt(sum dW^2 / sum W^2), sparsity weighted by size, the rest
+    # means over the group's matrices (1-D tensors have no spectrum and are left out of those)
+    def numpy_metrics(name):
+        w, dw = base[name], tuned[name] - base[name]
+        s, s2 = np.linalg.svd(w, compute_uv=False), np.linalg.svd(tuned[name], compute_uv=False)
+        sd = np.linalg.svd(dw, compute_uv=False)
+        u, _, vt = np.linalg.svd(w, full_matrices=False)
+        u2, _, vt2 = np.linalg.svd(tuned[name], full_matrices=False)
+        return {
+            "spectral_drift": np.linalg.norm(s2 - s) / np.linalg.norm(s),
+            "stable_rank": (sd**2).sum() / sd[0] ** 2,
+            "angle_left_max_deg": np.degrees(scipy.linalg.subspace_angles(u[:, :K], u2[:, :K])).max(),
+            "angle_right_max_deg": np.degrees(scipy.linalg.subspace_angles(vt[:K].T, vt2[:K].T)).max(),
+            "principal_share": ((u[:, :K].T @ dw @ vt[:K].T) ** 2).sum() / (dw**2).sum(),
+        }
+
+    groups = {("module", "up"): [UP, UP.replace("layers.1", "layers.0")], ("layer", "0"): [
+        n for n in base if n.startswith("model.layers.0.")]}
+    for (scope, key), names in groups.items():
+        agg = next(a for a in result.aggregates if a.run == "rl" and a.scope == scope and a.key == key)
+        assert agg.n_tensors == len(names) and agg.n_params == sum(base[n].size for n in names)
+        assert agg.relative_norm == pytest.approx(
+            math.sqrt(sum(((tuned[n] - base[n]) ** 2).sum() for n in names) / sum((base[n] ** 2).sum() for n in names)), rel=1e-9
+        )
+        assert agg.sparsity == pytest.approx(sum((tuned[n] == base[n]).sum() for n in names) / agg.n_params, abs=1e-12)
+        matrices = [numpy_metrics(n) for n in names if base[n].ndim == 2]
+        for metric in matrices[0]:
+            assert getattr(agg, metric) == pytest.approx(np.mean([m[metric] for m in matrices]), rel=1e-6, abs=1e-6), (key, metric)
+    _check_weights_section(result, base, tuned)
     # float32 Gram matrices (the GPU default) agree to a stated tolerance
     f32 = weight_forensics(
         tmp_path / "base", {"rl": tmp_path / "rl"}, WeightsConfig(k_fraction=0.1, k_fixed=K, svd_dtype="float32")
@@ -151,6 +181,32 @@ def test_random_update_matches_float64_numpy_svd(tmp_path):
         assert a.spectral_drift == pytest.approx(b.spectral_drift, rel=1e-3)
         assert a.subspaces[0].angle_left_max_deg == pytest.approx(b.subspaces[0].angle_left_max_deg, abs=0.05)
         assert a.subspaces[0].principal_share == pytest.approx(b.subspaces[0].principal_share, rel=1e-3)
+
+
+def _check_weights_section(result, base, tuned):
+    """The report section's per-module table and summary, read back against the result's JSON
+    (the summary's overall sparsity and relative norm recomputed from the tensors themselves)."""
+    from report_numbers import assert_shows, column, numbers_in
+    from rlvr_lens.analyses.weights_report import section_weights
+
+    data = json.loads(json.dumps(result.to_dict()))
+    section = section_weights(result, {})
+    [table] = [tb for tb in section.tables if tb.columns[0] == "module"]
+    aggregates = [a for a in data["aggregates"] if a["run"] == "rl" and a["scope"] == "module"]
+    assert column(table, "module") == [a["key"] for a in aggregates]
+    for header, key in (("sparsity", "sparsity"), ("within tol", "tol_sparsity"), ("precision gate", "precision_gate"),
+                        ("rel. norm", "relative_norm"), ("spectral drift", "spectral_drift"),
+                        ("angle L (deg)", "angle_left_max_deg"), ("angle R (deg)", "angle_right_max_deg"),
+                        ("stable rank", "stable_rank"), ("eff. rank", "effective_rank")):
+        for cell, a in zip(column(table, header), aggregates):
+            assert_shows(cell, a[key], where=f"{a['key']} {header}")
+    for cell, a in zip(column(table, "principal share / random"), aggregates):
+        assert_shows(cell, None if a["principal_share"] is None else a["principal_share"] / a["principal_share_random"])
+    shown = numbers_in(section.summary)
+    n = sum(v.size for v in base.values())
+    assert_shows(shown[0], 100 * sum((tuned[k] == base[k]).sum() for k in base) / n, where="summary sparsity")
+    norm = math.sqrt(sum(((tuned[k] - base[k]) ** 2).sum() for k in base) / sum((base[k] ** 2).sum() for k in base))
+    assert_shows(shown[1], norm, where="summary relative norm")
 
 
 def test_planted_principal_and_orthogonal_updates(tmp_path):
@@ -238,7 +294,7 @@ def test_precision_gate_counts_updates_below_bf16_resolution(tmp_path):
     base, _ = _base_tensors()
     base = {k: torch.from_numpy(v).to(torch.bfloat16).double().numpy() for k, v in base.items()}  # bf16-exact values
     rng = np.random.default_rng(2)
-    tuned, expected = {}, {}
+    tuned, expected, counts = {}, {}, {}
     for name, w in base.items():
         exponent = np.floor(np.log2(np.abs(w)))
         tiny = 2.0 ** (exponent - 10)  # bf16 ulp at 2^e is 2^(e-7): a quarter of half an ulp rounds back
@@ -248,7 +304,14 @@ def test_precision_gate_counts_updates_below_bf16_resolution(tmp_path):
         tuned[name] = w + delta
         # (precision gate, sparsity in float32, sparsity once both are stored in bf16)
         expected[name] = ((pick < 0.3).sum() / (pick < 0.4).sum(), 1 - (pick < 0.4).mean(), 1 - ((pick >= 0.3) & (pick < 0.4)).mean())
+        counts[name] = (int((pick < 0.3).sum()), int((pick < 0.4).sum()))
     result = _run(tmp_path, base, {"rl": tuned}, WeightsConfig(metrics="cheap", tol=1e-5))
+    # aggregated gate: vanished / changed weights summed over a group's tensors (not a mean of ratios)
+    for agg in (a for a in result.aggregates if a.scope == "layer"):
+        names = [n for n in base if n.startswith(f"model.layers.{agg.key}.")]
+        vanished = sum(counts[n][0] for n in names)
+        changed = sum(counts[n][1] for n in names)
+        assert agg.precision_gate == pytest.approx(vanished / changed, abs=1e-12), agg.key
     for name, (gate, sparsity, _) in expected.items():
         row = result.row("rl", name)
         assert row.precision_gate == pytest.approx(gate, abs=1e-12)
@@ -386,3 +449,44 @@ def test_chunks_respect_chunk_mb_for_wide_matrices(tmp_path, monkeypatch, metric
     assert sum(sizes[DOWN]) >= base[DOWN].size  # every entry went through a chunk
     assert max(sizes[DOWN]) <= budget and max(sizes[UP]) <= budget and max(sizes[Q]) <= budget
     assert result.row("t", DOWN).sparsity == 0.0
+
+
+@pytest.mark.parametrize("name", [UP, DOWN])
+def test_spectrum_detail_include_and_spectrum_matrix(tmp_path, name):
+    """The kept spectra of --spectrum-matrix (a tall and a wide matrix) against float64 NumPy:
+    singular values of W, W' and dW; c_i = u_i^T dW v_i; the update's energy along the base's
+    singular vectors on the matrix's shorter side (the input side of a tall matrix, the output
+    side of a wide one), as a share of ||dW||^2; top-k principal angles. --include restricts
+    the tensors and leaves each one's numbers unchanged."""
+    base, _ = _base_tensors()
+    rng = np.random.default_rng(9)
+    tuned = {k: v + 0.02 * rng.standard_normal(v.shape) for k, v in base.items()}
+    config = WeightsConfig(k_fraction=0.1, k_fixed=K, chunk_mb=0.004, spectrum_matrix=name, include=r"\.mlp\.")
+    result = _run(tmp_path, base, {"rl": tuned}, config, dtype=torch.float64)
+    assert sorted(r.name for r in result.matrices) == sorted(n for n in base if ".mlp." in n)
+    [detail] = result.spectra
+    assert (detail.run, detail.name) == ("rl", name)
+    w, w2 = base[name], tuned[name]
+    dw = w2 - w
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    u2, s2, vt2 = np.linalg.svd(w2, full_matrices=False)
+    np.testing.assert_allclose(detail.s_base, s, rtol=1e-9)
+    np.testing.assert_allclose(detail.s_tuned, s2, rtol=1e-9)
+    np.testing.assert_allclose(detail.s_update, np.linalg.svd(dw, compute_uv=False), rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(detail.energy_coefficients, np.einsum("mi,mn,ni->i", u, dw, vt.T), rtol=1e-7, atol=1e-12)
+    if w.shape[0] >= w.shape[1]:  # tall: ||dW v_i||^2 along the base's input directions
+        energy = ((dw @ vt.T) ** 2).sum(0)
+    else:  # wide: ||u_i^T dW||^2 along the base's output directions
+        energy = ((u.T @ dw) ** 2).sum(1)
+    np.testing.assert_allclose(detail.right_energy, energy / (dw**2).sum(), rtol=1e-7, atol=1e-14)
+    assert sum(detail.right_energy) == pytest.approx(1.0, rel=1e-9)  # rank-many directions span that side
+    np.testing.assert_allclose(sorted(detail.angles_left_deg), sorted(np.degrees(scipy.linalg.subspace_angles(u[:, :K], u2[:, :K]))), atol=1e-6)
+    np.testing.assert_allclose(sorted(detail.angles_right_deg), sorted(np.degrees(scipy.linalg.subspace_angles(vt[:K].T, vt2[:K].T))), atol=1e-6)
+    full = _run(tmp_path / "full", base, {"rl": tuned}, WeightsConfig(k_fraction=0.1, k_fixed=K, chunk_mb=0.004), dtype=torch.float64)
+    for row in result.matrices:
+        other = full.row("rl", row.name)
+        assert (row.relative_norm, row.stable_rank) == (pytest.approx(other.relative_norm), pytest.approx(other.stable_rank))
+    with pytest.raises(UserError, match="No tensor name matches"):
+        _run(tmp_path / "none", base, {"rl": tuned}, WeightsConfig(include="no_such_tensor"))
+    with pytest.raises(UserError, match="spectrum-matrix"):
+        _run(tmp_path / "bad", base, {"rl": tuned}, WeightsConfig(spectrum_matrix=Q, include=r"\.mlp\."))

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from rlvr_lens.analyses.cross_decode import cross_decode
+from rlvr_lens.analyses.scoring import auroc as scoring_auroc
+from rlvr_lens.analyses.scoring import has_both_classes, leaked_labels
 from rlvr_lens.analyses.token_metrics import METRICS, score_sequences
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample, label_groups
@@ -69,19 +71,6 @@ def check_comparable(base, tuned) -> None:
             f"{tuned.name} and {base.name} cannot be compared token by token: their tokenizers have different "
             "vocabularies."
         )
-
-
-def _auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
-    """Area under the ROC curve of ``scores`` for ``positive`` (Mann-Whitney, ties count 1/2)."""
-    from scipy.stats import rankdata
-
-    pos = sum(bool(p) for p in positive)
-    neg = len(positive) - pos
-    if pos == 0 or neg == 0:
-        return None
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    rank_sum = float(sum(r for r, p in zip(ranks, positive) if p))
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
 
 
 def _prompt_ids(tokenizer, samples: Sequence[Sample], template: str) -> tuple[list[str], list[list[int]]]:
@@ -326,10 +315,8 @@ def _summarize(
             share_above=_share_above(values),
             accuracy=float(np.mean([correct[i] for i in indices])),
         )
-    auroc = None
-    labelled = [i for i, s in enumerate(samples) if isinstance(s.labels.get("leaked"), bool)]
-    if labelled:
-        auroc = _auroc([per_sample[i].mean_jsd for i in labelled], [samples[i].labels["leaked"] for i in labelled])
+    labels = leaked_labels(samples)
+    auroc = scoring_auroc([s.mean_jsd for s in per_sample], labels) if has_both_classes(labels) else None
     return ResponseDivergence(
         responses_from=source,
         n_responses=len(samples),

@@ -230,7 +230,15 @@ class Aggregate:
 
 @dataclass
 class SpectrumDetail:
-    """Full spectra of one matrix of one run (for the spectrum plot)."""
+    """Full spectra of one matrix of one run (for the spectrum plot).
+
+    ``s_*``: singular values of W, W' and dW (descending). ``energy_coefficients[i]`` =
+    ``u_i^T dW v_i`` on the base's singular vectors. ``right_energy[i]``: share of
+    ``||dW||_F^2`` along the base's i-th singular vector on the matrix's *shorter* side
+    (``||dW v_i||^2`` for a tall matrix, the input side; ``||u_i^T dW||^2`` for a wide one such
+    as ``down_proj``, the output side); it sums to 1. ``angles_*_deg``: principal angles
+    between the base's and the tuned top-k singular subspaces (k = the first k value).
+    """
 
     run: str
     name: str

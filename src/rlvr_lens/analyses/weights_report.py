@@ -96,7 +96,9 @@ def plot_weights(result) -> dict:
         axes[0].set_title("singular values: base W and each update dW", fontsize=9)
         axes[1].set_title("relative change of each singular value of W", fontsize=9)
         axes[2].axhline(1.0, color="grey", linestyle="--", linewidth=1, label="random update")
-        axes[2].set_title("update energy along base input direction v_i, x random (smoothed)", fontsize=9)
+        rows, cols = result.row(first.run, first.name).shape[:2]
+        side = "input direction v_i" if rows >= cols else "output direction u_i"  # the shorter side
+        axes[2].set_title(f"update energy along base {side}, x random (smoothed)", fontsize=9)
         for axis in axes:
             axis.set_xlabel("singular-value rank i of the base matrix (1 = largest)")
             axis.legend(fontsize=7)

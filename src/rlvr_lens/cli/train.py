@@ -97,6 +97,32 @@ def register(subparsers) -> None:
         help=f"completion length cap (default: {d.max_new_tokens})",
     )
     parser.add_argument(
+        "--eval-max-new-tokens",
+        type=int,
+        default=None,
+        help="length cap of the greedy evaluation answers (default: --max-new-tokens)",
+    )
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=d.eval_batch_size,
+        help=f"prompts per greedy evaluation batch (default: {d.eval_batch_size})",
+    )
+    parser.add_argument(
+        "--loss-type",
+        default=d.loss_type,
+        choices=("dapo", "grpo", "dr_grpo", "bnpo"),
+        help=f"TRL's loss aggregation (default: {d.loss_type}, a token mean over the batch)",
+    )
+    parser.add_argument(
+        "--no-track-kl",
+        action="store_true",
+        help="with --kl-coef 0, keep no frozen reference copy (saves its memory; KL is then not logged)",
+    )
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass"
+    )
+    parser.add_argument(
         "--temperature",
         type=float_in(0, low_open=True),
         default=d.temperature,
@@ -171,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
         num_iterations=args.num_iterations,
         micro_batch_size=args.micro_batch_size,
         max_new_tokens=args.max_new_tokens,
-        eval_max_new_tokens=args.max_new_tokens,
+        eval_max_new_tokens=args.eval_max_new_tokens or args.max_new_tokens,
+        eval_batch_size=args.eval_batch_size,
+        loss_type=args.loss_type,
+        track_kl=not args.no_track_kl,
+        gradient_checkpointing=args.gradient_checkpointing,
         temperature=args.temperature,
         template=args.template,
         divergence_weighting=args.divergence_weighting,
