@@ -54,6 +54,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--spectrum-matrix", default=None, metavar="NAME", help="tensor for the spectrum plot (default: middle layer's down_proj)")
     parser.add_argument("--include", default=None, metavar="REGEX", help="analyse only tensors whose name matches (default: all)")
+    parser.add_argument(
+        "--mask-alpha", type=float, default=0.5, help="share of entries in the principal / low-magnitude masks (default: 0.5)"
+    )
+    parser.add_argument(
+        "--mask-k", type=int, default=None, help="rank of the base reconstruction of the principal mask (default: the k-fraction k)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_mb=args.chunk_mb,
         spectrum_matrix=args.spectrum_matrix,
         include=args.include,
+        mask_alpha=args.mask_alpha,
+        mask_k=args.mask_k,
     )
     config.check()
     result = weight_forensics(
