@@ -5,10 +5,12 @@ Checkpoints are the hand-written two-layer "model" of ``test_weights.py`` (known
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from rlvr_lens.analyses.weights import WeightsConfig
 from test_weights import DOWN, UP, Q, _base_tensors, _run
@@ -43,13 +45,14 @@ def test_mask_overlap_equals_numpy_sort(tmp_path, alpha):
         recon = np.abs((u[:, :4] * sv[:4]) @ vt[:4])
         mask = rng.random(w.shape) < (recon / recon.max()) ** 2
         tuned[name] = w + mask * rng.standard_normal(w.shape) * 0.01
-    config = WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, mask_alpha=alpha)
+    config = WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, mask_alpha=alpha, mask_update="exact")
     result = _run(tmp_path, base, {"rl": tuned}, config)
     for name in MATRICES:
         row = result.row("rl", name)
         mo = row.mask_overlap
         expected_principal, expected_low = _numpy_overlaps(base[name], tuned[name] - base[name], mo.k, alpha)
-        assert mo.k == 4 and mo.alpha == alpha
+        assert mo.k == 4 and mo.alpha == alpha and mo.update_rule == "exact"
+        assert mo.update_density == pytest.approx(np.count_nonzero(tuned[name] != base[name]) / base[name].size)
         # the histogram answer is within its own stated error bound of the exact one (plus one entry of rounding)
         one = 1 / np.count_nonzero(tuned[name] != base[name])
         assert abs(mo.principal_overlap - expected_principal) <= mo.principal_error + one
@@ -65,7 +68,8 @@ def test_random_mask_overlap_is_alpha_and_aggregates_pool(tmp_path):
     tuned = dict(base)
     for name in (*MATRICES, UP0):
         tuned[name] = base[name] + (rng.random(base[name].shape) < 0.5) * 0.01
-    result = _run(tmp_path, base, {"rl": tuned}, WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, mask_alpha=0.3))
+    config = WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, mask_alpha=0.3, mask_update="exact")
+    result = _run(tmp_path, base, {"rl": tuned}, config)
     for name in MATRICES:
         mo = result.row("rl", name).mask_overlap
         n_changed = np.count_nonzero(tuned[name] != base[name])
@@ -113,9 +117,26 @@ def test_update_consistency_equals_numpy_cosines(tmp_path):
     assert result.consistency and len({c.key for c in result.consistency if c.scope == "module"}) >= 3
 
 
+def test_bf16_update_rule_ignores_changes_bf16_cannot_store(tmp_path):
+    base, _ = _base_tensors()
+    rng = np.random.default_rng(6)
+    tuned = dict(base)
+    w = base[Q]
+    visible = rng.random(w.shape) < 0.2
+    # every entry moves by 1e-7 relative (invisible in bf16); 20 % also move by 5 % (visible)
+    tuned[Q] = w * (1 + 1e-7) + visible * 0.05 * np.abs(w) * np.sign(w)
+    config = WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, include="layers.0.self_attn.q_proj")
+    auto = _run(tmp_path / "auto", base, {"rl": tuned}, config).row("rl", Q).mask_overlap
+    exact = _run(tmp_path / "exact", base, {"rl": tuned}, dataclasses.replace(config, mask_update="exact")).row("rl", Q).mask_overlap
+    b16 = torch.from_numpy(w).float().bfloat16() != torch.from_numpy(tuned[Q]).float().bfloat16()
+    assert auto.update_rule == "bf16" and auto.update_density == pytest.approx(float(b16.double().mean()), abs=1e-12)
+    assert exact.update_rule == "exact" and exact.update_density == pytest.approx(1.0)
+    assert exact.principal_overlap == pytest.approx(0.5, abs=exact.principal_error + 1e-3)  # every entry: alpha
+
+
 def test_mask_options_are_checked():
     from rlvr_lens.errors import UserError
 
-    for bad in (dict(mask_alpha=0.0), dict(mask_alpha=1.0), dict(mask_k=0)):
+    for bad in (dict(mask_alpha=0.0), dict(mask_alpha=1.0), dict(mask_k=0), dict(mask_update="fp8")):
         with pytest.raises(UserError):
             WeightsConfig(**bad).check()

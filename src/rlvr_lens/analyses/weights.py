@@ -37,7 +37,10 @@ spectral metrics (``metrics="all"``, 2-D matrices)
     of rank r could at best keep.
 
 principal-mask overlap (``metrics="all"``, 2-D matrices; *The Path Not Taken*'s mask form)
-    ``M_update`` = the entries with ``W' != W``. The principal mask ``M_princ`` = the
+    ``M_update`` = the entries with ``W' != W`` (``mask_update="exact"``) or with
+    ``bf16(W') != bf16(W)`` (``"bf16"``, the default when a side is stored wider than bf16: an
+    Adam-trained float32 checkpoint changes nearly every entry by a little, and the paper's
+    checkpoints were bf16). The principal mask ``M_princ`` = the
     top-``alpha`` share of entries of ``|W^(k)|``, ``W^(k) = U_k S_k V_k^T`` the rank-k
     reconstruction of the base (``k`` = ``mask_k``, default the ``k_fraction`` k); the
     low-magnitude mask ``M_low`` = the bottom-``alpha`` share of entries of ``|W|``. The overlap
@@ -117,6 +120,10 @@ class WeightsConfig:
         mask_alpha: share of entries in the principal and low-magnitude masks (the paper: 0.5).
         mask_k: rank of the base reconstruction of the principal mask (default: the
             ``k_fraction`` k of each matrix).
+        mask_update: which entries count as updated for the masks: ``exact`` (``W' != W`` in
+            the stored dtype), ``bf16`` (``bf16(W') != bf16(W)``: what a bf16 checkpoint, as the
+            paper studied, would show changed), ``auto`` (``bf16`` when a side is stored wider
+            than bf16, else ``exact``).
     """
 
     metrics: str = "all"
@@ -132,6 +139,7 @@ class WeightsConfig:
     include: str | None = None
     mask_alpha: float = 0.5
     mask_k: int | None = None
+    mask_update: str = "auto"
 
     def check(self) -> None:
         if self.metrics not in METRIC_SETS:
@@ -142,6 +150,8 @@ class WeightsConfig:
             raise UserError("k, ranks, energy bins and chunk size must all be positive.")
         if not 0 < self.mask_alpha < 1:
             raise UserError(f"Mask alpha must be in (0, 1); got {self.mask_alpha}.")
+        if self.mask_update not in ("auto", "exact", "bf16"):
+            raise UserError(f"Unknown mask update rule {self.mask_update!r}; choose auto, exact or bf16.")
         if self.mask_k is not None and self.mask_k < 1:
             raise UserError(f"Mask k must be >= 1; got {self.mask_k}.")
         if self.tol < 0:
@@ -182,6 +192,8 @@ class MaskOverlap:
 
     alpha: float
     k: int
+    update_rule: str  # "exact" or "bf16": which entries counted as changed
+    update_density: float  # |M_update| / N
     principal_overlap: float | None
     principal_error: float
     low_magnitude_overlap: float | None
@@ -552,6 +564,13 @@ def _log_bins(values: torch.Tensor) -> torch.Tensor:
     return logs.sub_(_HIST_LO).mul_(scale).long().clamp_(0, _HIST_BINS - 1)
 
 
+def _update_mask(base: torch.Tensor, tuned: torch.Tensor, bf16: bool, device: torch.device) -> torch.Tensor:
+    """Entries counted as updated: stored values differ, or (``bf16``) their bf16 roundings differ."""
+    if bf16:
+        return base.to(device=device, dtype=torch.bfloat16) != tuned.to(device=device, dtype=torch.bfloat16)
+    return base.to(device) != tuned.to(device)
+
+
 class _MaskCounts:
     """Histograms of one magnitude (e.g. ``|W^(k)|``) over all entries and over each run's changed entries."""
 
@@ -717,6 +736,7 @@ def _analyse_tensor(
     right_energy = [torch.zeros(n, dtype=torch.float64, device=device) for _ in runs]
     ut_update = [torch.zeros(kmax, n, dtype=torch.float64, device=device) for _ in runs]
     mask_k = min(rank, config.mask_k or ks[0])
+    bf16_masks = [config.mask_update == "bf16" or (config.mask_update == "auto" and g) for g in gate]
     principal_counts, low_counts = _MaskCounts(nruns, device), _MaskCounts(nruns, device)
     start = 0
     for chunk in _chunks(readers, name, shape, chunk_rows, tall=True, buffers=buffers):
@@ -727,7 +747,7 @@ def _analyse_tensor(
         u_chunk = proj_base[:, :kmax] / safe_base[:kmax].double()
         u_base[start:stop] = u_chunk
         base64 = base_w if wdt == torch.float64 else chunk[0].to(device=device, dtype=torch.float64)
-        changed = [tuned.to(device) != chunk[0].to(device) for tuned in chunk[1:]]
+        changed = [_update_mask(chunk[0], tuned, bf16_masks[i], device) for i, tuned in enumerate(chunk[1:])]
         principal_counts.add(proj_base[:, :mask_k] @ v_base64[:, :mask_k].T, changed)  # rows of W^(k)
         low_counts.add(base64, changed)
         del changed
@@ -760,7 +780,9 @@ def _analyse_tensor(
         row.energy_bins = [float(energy[lo:hi].sum()) for lo, hi in zip(edges[:-1], edges[1:])] if total > 0 else None
         principal, principal_error = principal_counts.overlap(i, config.mask_alpha, top=True)
         low, low_error = low_counts.overlap(i, config.mask_alpha, top=False)
-        row.mask_overlap = MaskOverlap(config.mask_alpha, mask_k, principal, principal_error, low, low_error)
+        density = float(principal_counts.changed[i].sum()) / max(1, int(principal_counts.all.sum()))
+        rule = "bf16" if bf16_masks[i] else "exact"
+        row.mask_overlap = MaskOverlap(config.mask_alpha, mask_k, rule, density, principal, principal_error, low, low_error)
         for k in ks:
             a_left = _angles_deg(u_base[:, :k], u_tuned[i][:, :k])
             a_right = _angles_deg(v_base[:, :k], v_t[:, :k])

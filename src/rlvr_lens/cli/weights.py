@@ -60,6 +60,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--mask-k", type=int, default=None, help="rank of the base reconstruction of the principal mask (default: the k-fraction k)"
     )
+    parser.add_argument(
+        "--mask-update",
+        default="auto",
+        choices=("auto", "exact", "bf16"),
+        help="entries counted as updated for the masks: exact, bf16 (bf16 roundings differ), auto = bf16 when a side is "
+        "stored wider than bf16 (default: auto)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         include=args.include,
         mask_alpha=args.mask_alpha,
         mask_k=args.mask_k,
+        mask_update=args.mask_update,
     )
     config.check()
     result = weight_forensics(
