@@ -123,8 +123,8 @@ def test_bf16_update_rule_ignores_changes_bf16_cannot_store(tmp_path):
     tuned = dict(base)
     w = base[Q]
     visible = rng.random(w.shape) < 0.2
-    # every entry moves by 1e-7 relative (invisible in bf16); 20 % also move by 5 % (visible)
-    tuned[Q] = w * (1 + 1e-7) + visible * 0.05 * np.abs(w) * np.sign(w)
+    # every entry moves by 1e-5 relative (invisible in bf16); 20 % also move by 5 % (visible)
+    tuned[Q] = w * (1 + 1e-5) + visible * 0.05 * np.abs(w) * np.sign(w)
     config = WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, include="layers.0.self_attn.q_proj")
     auto = _run(tmp_path / "auto", base, {"rl": tuned}, config).row("rl", Q).mask_overlap
     exact = _run(tmp_path / "exact", base, {"rl": tuned}, dataclasses.replace(config, mask_update="exact")).row("rl", Q).mask_overlap
