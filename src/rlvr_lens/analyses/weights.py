@@ -36,12 +36,35 @@ spectral metrics (``metrics="all"``, 2-D matrices)
     rank-r approximation (Eckart-Young: ``sqrt(sum_{i>r} s_i^2) / ||dW||_F``), what a LoRA
     of rank r could at best keep.
 
+principal-mask overlap (``metrics="all"``, 2-D matrices; *The Path Not Taken*'s mask form)
+    ``M_update`` = the entries with ``W' != W`` (``mask_update="exact"``) or with
+    ``bf16(W') != bf16(W)`` (``"bf16"``, the default when a side is stored wider than bf16: an
+    Adam-trained float32 checkpoint changes nearly every entry by a little, and the paper's
+    checkpoints were bf16). The principal mask ``M_princ`` = the
+    top-``alpha`` share of entries of ``|W^(k)|``, ``W^(k) = U_k S_k V_k^T`` the rank-k
+    reconstruction of the base (``k`` = ``mask_k``, default the ``k_fraction`` k); the
+    low-magnitude mask ``M_low`` = the bottom-``alpha`` share of entries of ``|W|``. The overlap
+    of a mask ``M`` is ``|M_update & M| / |M_update|``: the share of the changed weights that
+    lie in ``M``. An update whose support is independent of the base (any random mask) has
+    expectation ``alpha``: above ``alpha`` the update prefers the mask, below it avoids it.
+    The alpha-quantiles are found without sorting: every entry's ``log2|x|`` falls in one of
+    ``2^15`` equal bins over ``[-64, 16)`` (relative width 0.17 %), counted for all entries and
+    for the changed ones; the threshold bin is split proportionally, and the largest error this
+    can make (the changed entries inside that bin over ``|M_update|``) is reported beside
+    each overlap.
+
 cross-run consistency (two or more tuned checkpoints)
     per matrix and pair: Jaccard overlap of the update masks (``W' != W``), against
     ``p_a p_b / (p_a + p_b - p_a p_b)``, the expectation for independent masks of the same
     densities; cosine of the two ``dW``, against chance ``0 +- 1/sqrt(N)`` (``N`` entries;
     for independent updates with random signs on random supports of any density, the
     cosine has mean 0 and variance ``1/N``).
+    Over the whole model (and per module type), the runs' updates as one vector each: the
+    pairwise cosine matrix ``<dW_a, dW_b> / (||dW_a|| ||dW_b||)`` and each run's cosine to
+    the mean update ``dbar = (1/R) sum_b dW_b`` and to the mean of the *other* runs
+    (leave-one-out: with two runs the plain mean contains the run itself). Both come from the
+    per-tensor dot products of the streaming pass: ``<dW_a, dbar> = (1/R) sum_b <dW_a, dW_b>``,
+    ``||dbar||^2 = (1/R^2) sum_{a,b} <dW_a, dW_b>``; no extra read.
 
 How singular values are computed: for the tall orientation ``A`` (``m >= n``) of each
 matrix, the Gram matrix ``A^T A`` is accumulated over row chunks and diagonalized with
@@ -94,6 +117,13 @@ class WeightsConfig:
         spectrum_matrix: parameter whose full spectra are kept for the spectrum plot
             (default: the ``down`` projection of the middle layer).
         include: regular expression; only parameter names it matches (``re.search``) are analysed.
+        mask_alpha: share of entries in the principal and low-magnitude masks (the paper: 0.5).
+        mask_k: rank of the base reconstruction of the principal mask (default: the
+            ``k_fraction`` k of each matrix).
+        mask_update: which entries count as updated for the masks: ``exact`` (``W' != W`` in
+            the stored dtype), ``bf16`` (``bf16(W') != bf16(W)``: what a bf16 checkpoint, as the
+            paper studied, would show changed), ``auto`` (``bf16`` when a side is stored wider
+            than bf16, else ``exact``).
     """
 
     metrics: str = "all"
@@ -107,6 +137,9 @@ class WeightsConfig:
     chunk_mb: float = 64
     spectrum_matrix: str | None = None
     include: str | None = None
+    mask_alpha: float = 0.5
+    mask_k: int | None = None
+    mask_update: str = "auto"
 
     def check(self) -> None:
         if self.metrics not in METRIC_SETS:
@@ -115,6 +148,12 @@ class WeightsConfig:
             raise UserError(f"k fraction must be in (0, 1]; got {self.k_fraction}.")
         if self.k_fixed < 1 or any(r < 1 for r in self.ranks) or self.energy_bins < 1 or self.chunk_mb <= 0:
             raise UserError("k, ranks, energy bins and chunk size must all be positive.")
+        if not 0 < self.mask_alpha < 1:
+            raise UserError(f"Mask alpha must be in (0, 1); got {self.mask_alpha}.")
+        if self.mask_update not in ("auto", "exact", "bf16"):
+            raise UserError(f"Unknown mask update rule {self.mask_update!r}; choose auto, exact or bf16.")
+        if self.mask_k is not None and self.mask_k < 1:
+            raise UserError(f"Mask k must be >= 1; got {self.mask_k}.")
         if self.tol < 0:
             raise UserError(f"Tolerance must be >= 0; got {self.tol}.")
         if self.svd_dtype not in ("auto", "float32", "float64"):
@@ -148,6 +187,20 @@ class SubspaceStats:
 
 
 @dataclass
+class MaskOverlap:
+    """Where one run's changed weights lie: principal vs low-magnitude masks of the base."""
+
+    alpha: float
+    k: int
+    update_rule: str  # "exact" or "bf16": which entries counted as changed
+    update_density: float  # |M_update| / N
+    principal_overlap: float | None
+    principal_error: float
+    low_magnitude_overlap: float | None
+    low_magnitude_error: float
+
+
+@dataclass
 class MatrixRow:
     """Every metric of one stored tensor of one tuned run against the base (``None``: not computed).
 
@@ -176,6 +229,7 @@ class MatrixRow:
     diagonal_share: float | None = None
     energy_bins: list[float] | None = None
     subspaces: list[SubspaceStats] = field(default_factory=list)
+    mask_overlap: MaskOverlap | None = None
 
     @property
     def off_principal_share(self) -> float | None:
@@ -226,6 +280,27 @@ class Aggregate:
     principal_share_random: float | None = None
     stable_rank: float | None = None
     effective_rank: float | None = None
+    principal_mask_overlap: float | None = None
+    low_magnitude_mask_overlap: float | None = None
+
+
+@dataclass
+class UpdateConsistency:
+    """Agreement of every tuned run's whole update over a group of tensors (``scope`` ``model`` or ``module``).
+
+    ``cosine[a][b]`` is the cosine of runs a and b (order of ``runs``); ``cosine_to_mean[a]`` of
+    run a with the mean update, ``cosine_to_others[a]`` with the mean of the other runs; chance
+    for independent random updates: ``0 +- chance_std`` (``1/sqrt(n_params)``).
+    """
+
+    scope: str
+    key: str
+    runs: list[str]
+    n_params: int
+    cosine: list[list[float | None]]
+    cosine_to_mean: list[float | None]
+    cosine_to_others: list[float | None]
+    chance_std: float
 
 
 @dataclass
@@ -265,6 +340,7 @@ class WeightsResult(Result):
     matrices: list[MatrixRow]
     aggregates: list[Aggregate]
     cross: list[CrossRow] = field(default_factory=list)
+    consistency: list[UpdateConsistency] = field(default_factory=list)
     spectra: list[SpectrumDetail] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
@@ -485,6 +561,55 @@ def _rank_structure(eig_update: torch.Tensor, ranks: tuple[int, ...]) -> dict:
     }
 
 
+#: The log2 grid of the mask-overlap histograms: 2^15 bins over [-64, 16), 0.17 % relative width.
+_HIST_LO, _HIST_HI, _HIST_BINS = -64.0, 16.0, 1 << 15
+
+
+def _log_bins(values: torch.Tensor) -> torch.Tensor:
+    """Histogram bin of each ``|value|`` on the log2 grid (flat int64; zeros and tiny values -> bin 0)."""
+    logs = torch.log2(values.reshape(-1).abs().clamp_min(2.0**_HIST_LO))
+    scale = _HIST_BINS / (_HIST_HI - _HIST_LO)
+    return logs.sub_(_HIST_LO).mul_(scale).long().clamp_(0, _HIST_BINS - 1)
+
+
+def _update_mask(base: torch.Tensor, tuned: torch.Tensor, bf16: bool, device: torch.device) -> torch.Tensor:
+    """Entries counted as updated: stored values differ, or (``bf16``) their bf16 roundings differ."""
+    if bf16:
+        return base.to(device=device, dtype=torch.bfloat16) != tuned.to(device=device, dtype=torch.bfloat16)
+    return base.to(device) != tuned.to(device)
+
+
+class _MaskCounts:
+    """Histograms of one magnitude (e.g. ``|W^(k)|``) over all entries and over each run's changed entries."""
+
+    def __init__(self, runs: int, device: torch.device) -> None:
+        self.all = torch.zeros(_HIST_BINS, dtype=torch.int64, device=device)
+        self.changed = [torch.zeros(_HIST_BINS, dtype=torch.int64, device=device) for _ in range(runs)]
+
+    def add(self, values: torch.Tensor, changed: list[torch.Tensor]) -> None:
+        bins = _log_bins(values)
+        self.all += torch.bincount(bins, minlength=_HIST_BINS)
+        for counts, mask in zip(self.changed, changed):
+            counts += torch.bincount(bins[mask.reshape(-1)], minlength=_HIST_BINS)
+
+    def overlap(self, run: int, alpha: float, top: bool) -> tuple[float | None, float]:
+        """Share of run's changed entries in the top (or bottom) ``alpha`` of entries, and its error bound."""
+        total = self.all.double().cpu().numpy()
+        changed = self.changed[run].double().cpu().numpy()
+        if top:
+            total, changed = total[::-1], changed[::-1]
+        n_changed = changed.sum()
+        if n_changed == 0:
+            return None, 0.0
+        target = alpha * total.sum()
+        cumulative = np.cumsum(total)
+        edge = int(np.searchsorted(cumulative, target))  # first bin whose cumulative count reaches target
+        before = cumulative[edge - 1] if edge > 0 else 0.0
+        fraction = (target - before) / total[edge] if total[edge] > 0 else 0.0
+        inside = changed[:edge].sum() + fraction * changed[edge]
+        return float(inside / n_changed), float(changed[edge] / n_changed)
+
+
 def _drift(s_tuned: torch.Tensor, s_base: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(s_tuned - s_base) / torch.linalg.vector_norm(s_base).clamp_min(1e-300))
 
@@ -618,6 +743,9 @@ def _analyse_tensor(
     coef = [torch.zeros(n, dtype=torch.float64, device=device) for _ in runs]
     right_energy = [torch.zeros(n, dtype=torch.float64, device=device) for _ in runs]
     ut_update = [torch.zeros(kmax, n, dtype=torch.float64, device=device) for _ in runs]
+    mask_k = min(rank, config.mask_k or ks[0])
+    bf16_masks = [config.mask_update == "bf16" or (config.mask_update == "auto" and g) for g in gate]
+    principal_counts, low_counts = _MaskCounts(nruns, device), _MaskCounts(nruns, device)
     start = 0
     for chunk in _chunks(readers, name, shape, chunk_rows, tall=True, buffers=buffers):
         bytes_read += sum(c.numel() * c.element_size() for c in chunk)
@@ -627,6 +755,10 @@ def _analyse_tensor(
         u_chunk = proj_base[:, :kmax] / safe_base[:kmax].double()
         u_base[start:stop] = u_chunk
         base64 = base_w if wdt == torch.float64 else chunk[0].to(device=device, dtype=torch.float64)
+        changed = [_update_mask(chunk[0], tuned, bf16_masks[i], device) for i, tuned in enumerate(chunk[1:])]
+        principal_counts.add(proj_base[:, :mask_k] @ v_base64[:, :mask_k].T, changed)  # rows of W^(k)
+        low_counts.add(base64, changed)
+        del changed
         for i, tuned in enumerate(chunk[1:]):
             s_t, v_t, safe_t = tuned_spectra[i]
             tuned_w = tuned.to(device=device, dtype=wdt)
@@ -654,6 +786,11 @@ def _analyse_tensor(
         row.diagonal_share = float(energy.sum()) if total > 0 else None
         edges = np.linspace(0, n, config.energy_bins + 1).round().astype(int)
         row.energy_bins = [float(energy[lo:hi].sum()) for lo, hi in zip(edges[:-1], edges[1:])] if total > 0 else None
+        principal, principal_error = principal_counts.overlap(i, config.mask_alpha, top=True)
+        low, low_error = low_counts.overlap(i, config.mask_alpha, top=False)
+        density = float(principal_counts.changed[i].sum()) / max(1, int(principal_counts.all.sum()))
+        rule = "bf16" if bf16_masks[i] else "exact"
+        row.mask_overlap = MaskOverlap(config.mask_alpha, mask_k, rule, density, principal, principal_error, low, low_error)
         for k in ks:
             a_left = _angles_deg(u_base[:, :k], u_tuned[i][:, :k])
             a_right = _angles_deg(v_base[:, :k], v_t[:, :k])
@@ -718,6 +855,62 @@ def _weighted_gate(rows: list[MatrixRow]) -> float | None:
     return sum(r.precision_gate * (1 - r.sparsity) * r.n_params for r in gated) / changed
 
 
+def _pooled_mask_overlap(rows: list[MatrixRow], field_name: str) -> float | None:
+    """A mask overlap over a group: changed weights inside each matrix's mask over all changed weights."""
+    pairs = [(getattr(r.mask_overlap, field_name), (1 - r.sparsity) * r.n_params) for r in rows if r.mask_overlap]
+    pairs = [(value, changed) for value, changed in pairs if value is not None]
+    changed = sum(c for _, c in pairs)
+    return sum(v * c for v, c in pairs) / changed if pairs and changed > 0 else None
+
+
+def update_consistency(
+    rows: list[MatrixRow], cross: list[CrossRow], runs: list[str], scope: str = "model"
+) -> list[UpdateConsistency]:
+    """Cosines of whole-model (``scope="model"``) or per-module-type updates between runs; see the module docstring.
+
+    Rebuilds the per-tensor dot products ``<dW_a, dW_b>`` from the rows' update norms and the
+    cross rows' cosines (``cos * ||dW_a|| * ||dW_b||``), sums them over the group, and returns
+    one :class:`UpdateConsistency` per group (empty with fewer than two runs).
+    """
+    if len(runs) < 2:
+        return []
+    index = {run: i for i, run in enumerate(runs)}
+    norms = {(r.run, r.name): r.update_norm for r in rows}
+    groups: dict[str, dict] = {}
+    for row in rows:
+        key = "all" if scope == "model" else row.module
+        group = groups.setdefault(key, {"gram": np.zeros((len(runs), len(runs))), "n": {}})
+        group["gram"][index[row.run], index[row.run]] += row.update_norm**2
+        group["n"][row.name] = row.n_params
+    for c in cross:
+        key = "all" if scope == "model" else c.module
+        dot = (c.cosine or 0.0) * norms[(c.run_a, c.name)] * norms[(c.run_b, c.name)]
+        a, b = index[c.run_a], index[c.run_b]
+        groups[key]["gram"][a, b] += dot
+        groups[key]["gram"][b, a] += dot
+    ordered = sorted(groups, key=module_sort_key) if scope == "module" else list(groups)
+    return [_consistency_from_gram(scope, key, runs, groups[key]["gram"], sum(groups[key]["n"].values())) for key in ordered]
+
+
+def _consistency_from_gram(scope: str, key: str, runs: list[str], gram: np.ndarray, n_params: int) -> UpdateConsistency:
+    """Cosines from the Gram matrix ``G[a, b] = <dW_a, dW_b>`` of the runs' updates (float64)."""
+    r = len(runs)
+    norms = np.sqrt(np.clip(np.diag(gram), 0, None))
+
+    def cos(dot: float, norm_a: float, norm_b: float) -> float | None:
+        return _ratio(dot, norm_a * norm_b) if norm_a > 0 and norm_b > 0 else None
+
+    cosine = [[cos(gram[a, b], norms[a], norms[b]) for b in range(r)] for a in range(r)]
+    mean_norm = math.sqrt(max(0.0, gram.sum())) / r
+    to_mean = [cos(gram[a].sum() / r, norms[a], mean_norm) for a in range(r)]
+    to_others = []
+    for a in range(r):
+        others = [b for b in range(r) if b != a]
+        others_norm = math.sqrt(max(0.0, gram[np.ix_(others, others)].sum())) / len(others)
+        to_others.append(cos(gram[a, others].sum() / len(others), norms[a], others_norm))
+    return UpdateConsistency(scope, key, list(runs), n_params, cosine, to_mean, to_others, 1.0 / math.sqrt(max(1, n_params)))
+
+
 def aggregate(rows: list[MatrixRow], scope: str) -> list[Aggregate]:
     """Group one run's rows by ``module`` type or by ``layer`` (see :class:`Aggregate`)."""
     groups: dict[str, list[MatrixRow]] = {}
@@ -758,6 +951,8 @@ def aggregate(rows: list[MatrixRow], scope: str) -> list[Aggregate]:
                 principal_share_random=_mean(s.principal_share_random for s in first),
                 stable_rank=_mean(r.stable_rank for r in group),
                 effective_rank=_mean(r.effective_rank for r in group),
+                principal_mask_overlap=_pooled_mask_overlap(group, "principal_overlap"),
+                low_magnitude_mask_overlap=_pooled_mask_overlap(group, "low_magnitude_overlap"),
             )
         )
     return out
@@ -849,6 +1044,7 @@ def weight_forensics(
         matrices=matrices,
         aggregates=aggregates,
         cross=cross,
+        consistency=update_consistency(matrices, cross, runs, "model") + update_consistency(matrices, cross, runs, "module"),
         spectra=spectra,
         skipped=skipped,
         wall_time_s=time.perf_counter() - started,

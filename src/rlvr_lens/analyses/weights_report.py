@@ -196,6 +196,21 @@ def section_weights(result, figures: dict[str, Path]) -> Section:
             "between the two updates, against 0 +- 1/sqrt(N) for unrelated updates. Overlap well above chance means the "
             "runs found the same sparse sub-network."
         )
+    if any(r.mask_overlap for r in result.matrices):
+        alpha = cfg.get("mask_alpha", 0.5)
+        paragraphs.append(
+            "<b>Principal and low-magnitude masks</b> (the mask form of 'The Path Not Taken'): of the weights a run changed, "
+            f"the share that lies in the top {_fmt(100 * alpha, '.3g')}% of entries of the base's rank-k reconstruction "
+            f"|W^(k)| (principal mask) and in the bottom {_fmt(100 * alpha, '.3g')}% of |W| (low-magnitude mask). An update "
+            f"whose support ignores the base puts {_fmt(alpha, '.3g')} in each; the paper reports RLVR below chance on the "
+            "principal mask and above it on the low-magnitude mask."
+        )
+    if result.consistency:
+        paragraphs.append(
+            "<b>Update direction across runs</b>: each run's whole update as one vector; the cosine of every pair, and of "
+            "each run with the mean update of the others (the paper reports 0.91-0.95 for RLVR runs on different data). "
+            "Unrelated updates give 0 +- 1/sqrt(N)."
+        )
     if result.skipped:
         paragraphs.append(f"Not compared separately (tied to the input embedding): {', '.join(result.skipped)}.")
 
@@ -273,6 +288,7 @@ def section_weights(result, figures: dict[str, Path]) -> Section:
                 "Do two runs change the same weights in the same direction? (means over tensors)",
             )
         )
+    tables += _mask_tables(result) + _consistency_tables(result)
     figs = []
     for run in runs:
         key = f"heatmaps-{run}"
@@ -296,6 +312,31 @@ def section_weights(result, figures: dict[str, Path]) -> Section:
         )
     summary = " ".join(summaries)
     return Section("weights", "Weight forensics: what tuning changed in the parameters", summary, paragraphs, tables, figs)
+
+
+def _mask_tables(result) -> list[Table]:
+    if not any(r.mask_overlap for r in result.matrices):
+        return []
+    alpha = result.config.get("mask_alpha", 0.5)
+    rows = []
+    for run in result.runs:
+        for a in (a for a in result.aggregates if a.run == run and a.scope == "module"):
+            if a.principal_mask_overlap is not None or a.low_magnitude_mask_overlap is not None:
+                rows.append([run, a.key, _fmt(a.principal_mask_overlap, ".3f"), _fmt(a.low_magnitude_mask_overlap, ".3f"), _fmt(alpha, ".3g")])
+    caption = "Share of each run's changed weights inside the principal and low-magnitude masks (pooled over layers)"
+    return [Table(["run", "module", "principal mask", "low-magnitude mask", "chance"], rows, caption)]
+
+
+def _consistency_tables(result) -> list[Table]:
+    model = next((c for c in result.consistency if c.scope == "model"), None)
+    if model is None:
+        return []
+    rows = [
+        [run, *[_fmt(v, ".3f") for v in model.cosine[i]], _fmt(model.cosine_to_mean[i], ".3f"), _fmt(model.cosine_to_others[i], ".3f")]
+        for i, run in enumerate(model.runs)
+    ]
+    caption = f"Cosine between whole-model updates (chance 0 +- {_fmt(model.chance_std, '.2g')})"
+    return [Table(["run", *model.runs, "to mean update", "to mean of the others"], rows, caption)]
 
 
 ENTRY = ReportEntry(plot=plot_weights, section=section_weights, order=40)

@@ -57,6 +57,19 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--spectrum-matrix", default=None, metavar="NAME", help="tensor for the spectrum plot (default: middle layer's down_proj)")
     parser.add_argument("--include", default=None, metavar="REGEX", help="analyse only tensors whose name matches (default: all)")
+    parser.add_argument(
+        "--mask-alpha", type=float_in(0, 1, low_open=True, high_open=True), default=0.5, help="share of entries in the principal / low-magnitude masks (default: 0.5)"
+    )
+    parser.add_argument(
+        "--mask-k", type=int_at_least(1), default=None, help="rank of the base reconstruction of the principal mask (default: the k-fraction k)"
+    )
+    parser.add_argument(
+        "--mask-update",
+        default="auto",
+        choices=("auto", "exact", "bf16"),
+        help="entries counted as updated for the masks: exact, bf16 (bf16 roundings differ), auto = bf16 when a side is "
+        "stored wider than bf16 (default: auto)",
+    )
     add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -96,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         chunk_mb=args.chunk_mb,
         spectrum_matrix=args.spectrum_matrix,
         include=args.include,
+        mask_alpha=args.mask_alpha,
+        mask_k=args.mask_k,
+        mask_update=args.mask_update,
     )
     config.check()
     out = check_out_dir(args.out)  # before the pass over the weights, which takes hours on a 7B pair
