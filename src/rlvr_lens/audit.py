@@ -175,7 +175,10 @@ def run_steps(
 
 # ----------------------------------------------------------------------------- the audit
 
-ANALYSES = ("perplexity", "contamination", "tokens", "weights", "evaluation", "circuits")
+ANALYSES = ("perplexity", "contamination", "tokens", "weights", "evaluation", "circuits", "interventions", "scoreboard")
+#: What an audit runs when no analysis is named: the interventions (one greedy decode of every
+#: sample per layer window, part and mode, and per alpha) and the scoreboard are asked for by name.
+DEFAULT_ANALYSES = ANALYSES[:6]
 
 
 @dataclass
@@ -206,7 +209,7 @@ class AuditConfig:
     :data:`STEP_OPTIONS`) or only selects which steps run (:data:`SELECTION_OPTIONS`).
     """
 
-    analyses: tuple[str, ...] = ANALYSES
+    analyses: tuple[str, ...] = DEFAULT_ANALYSES
     template: str = "plain"
     batch_size: int = 8
     dtype: str = "auto"
@@ -261,6 +264,9 @@ STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "weights": ("weights_metrics", "device"),
     "evaluation": ("max_new_tokens", "eval_samples", "eval_temperature", "eval_seed"),
     "circuits": ("max_new_tokens", "eval_samples", "eval_temperature", "eval_seed", "circuits"),
+    "interventions": ("max_new_tokens", "eval_samples", "eval_temperature", "eval_seed"),
+    # the scoreboard also scores the per-sample signals of every earlier step of the audit
+    "scoreboard": ("max_new_tokens", "eval_samples", "eval_temperature", "eval_seed", "fractions", "answer_tokens", "circuits"),
 }
 #: AuditConfig fields that only choose which steps run (a step's own name / pair is in its key).
 SELECTION_OPTIONS = ("analyses", "token_pairs", "cross_sampling", "circuits_pairs")
@@ -418,12 +424,56 @@ def audit_steps(specs, data_path: str | os.PathLike, samples, config: AuditConfi
                 ),
             )
         )
-    if "evaluation" in config.analyses or "circuits" in config.analyses:
+    needs_groups = {"evaluation", "circuits", "interventions", "scoreboard"} & set(config.analyses)
+    if needs_groups:
         evaluation_step, evaluation = make_evaluation_step(series, samples, common, config, show_progress=show_progress)
         steps.append(evaluation_step)
     if "circuits" in config.analyses:
         steps += circuits_steps(specs, samples, common, config, evaluation, show_progress=show_progress)
+    if {"interventions", "scoreboard"} & set(config.analyses):
+        steps += _intervention_steps(specs, samples, common, config, evaluation, steps, show_progress=show_progress)
     return steps
+
+
+def _intervention_steps(specs, samples, common: dict, config: AuditConfig, evaluation: StepValue, earlier: list[AuditStep], *, show_progress: bool = False) -> list[AuditStep]:
+    """Reset/retain, neuron scaling and the scoreboard for each tuned checkpoint against the base,
+    on the evaluation's groups; the scoreboard also scores the earlier steps' per-sample signals."""
+    from rlvr_lens.analyses.evaluation import sample_groups
+    from rlvr_lens.interventions_audit import intervention_steps
+
+    finished: list[Result] = []
+    for step in earlier:  # collect each earlier step's result as it finishes (cached or computed)
+        step.on_result = _chained(step.on_result, finished.append)
+    wanted = (("interventions", "interventions-steering") if "interventions" in config.analyses else ()) + (
+        ("scoreboard",) if "scoreboard" in config.analyses else ()
+    )
+    out = []
+    for tuned in specs[1:]:
+        pair_steps = intervention_steps(
+            [specs[0], tuned],
+            samples,
+            config,
+            groups=lambda tuned=tuned: sample_groups(evaluation.get(), tuned.name, specs[0].name),
+            steps=wanted,
+            prior_results=lambda: list(finished),
+            show_progress=show_progress,
+        )
+        for step in pair_steps:
+            options = STEP_OPTIONS["scoreboard" if step.name == "scoreboard" else "interventions"]
+            extra = {"analyses": list(config.analyses)} if step.name == "scoreboard" else {}
+            step.key = step_key(common, config, options, pair=[specs[0].name, tuned.name], step_settings=step.key, **extra)
+            step.name = f"{step.name}-{tuned.name}"
+        out += pair_steps
+    return out
+
+
+def _chained(first: Callable[[Result], None] | None, second: Callable[[Result], None]) -> Callable[[Result], None]:
+    def both(result: Result) -> None:
+        if first is not None:
+            first(result)
+        second(result)
+
+    return both
 
 
 def circuits_steps(specs, samples, common: dict, config: AuditConfig, evaluation: StepValue, *, show_progress: bool = False) -> list[AuditStep]:

@@ -31,8 +31,11 @@ def register(subparsers) -> None:
     add_config_arg(parser)
     parser.add_argument(
         "--analyses",
-        default="perplexity,contamination,tokens,weights",
-        help="comma-separated subset of perplexity,contamination,tokens,weights (default: all)",
+        default="perplexity,contamination,tokens,weights,evaluation",
+        help="comma-separated subset of perplexity, contamination, tokens, weights, evaluation (greedy correctness "
+        "and sample groups; the verdict needs it), circuits (layer localization), interventions (reset/retain and "
+        "neuron scaling: one decode of every sample per variant), scoreboard (every signal and the published "
+        "detectors scored on the data's labels) (default: %(default)s)",
     )
     parser.add_argument("--token-pairs", default=None, help="tuned checkpoints compared token by token with the base (default: all)")
     parser.add_argument("--max-new-tokens", type=int_at_least(1), default=128, help="response length of the token analysis (default: 128)")

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         data_path,
         samples,
         AuditConfig(
-            analyses=("contamination", "tokens", "weights"),
+            analyses=("contamination", "tokens", "weights", "evaluation", "scoreboard"),
             token_pairs=tuple(plan["pairs"]),
             max_new_tokens=manifest.config.get("eval_max_new_tokens", 64),
             **common,
