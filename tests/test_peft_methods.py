@@ -190,3 +190,72 @@ def test_lora_sft_leaves_a_plain_model_with_a_rank_r_update(tokenizer):
             assert s[0] > 0 and int((s > s[0] * 1e-4).sum()) <= 2, name
         else:
             assert not delta.any(), name
+
+
+# ----------------------------------------------------------------------------- GRPO (rlvr-lens train)
+
+def _grpo_samples():
+    from rlvr_lens.data.sample import Sample
+
+    return [Sample("a", "What is 2 + 2?", "4"), Sample("b", "What is 3 + 4?", "7")]
+
+
+def _grpo_cli(argv):
+    import argparse
+
+    from rlvr_lens.cli import train as train_command
+    from rlvr_lens.cli.common import run_guarded
+
+    parser = argparse.ArgumentParser(prog="rlvr-lens")
+    train_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", *argv])
+    return run_guarded(args.func, args)
+
+
+@pytest.mark.parametrize("method", ["lora", "sparse"])
+def test_grpo_with_an_adapter_saves_plain_checkpoints_that_change_only_what_it_may(base, tmp_path, method):
+    from rlvr_lens.models import load_model
+    from rlvr_lens.train.grpo import GRPOSettings, train_grpo
+
+    model, base_dir = base
+    before = _state(model)
+    adapter = AdapterConfig(method=method, rank=2, sparse_fraction=0.2)
+    settings = GRPOSettings(
+        reward="random", steps=2, save_every=1, eval_every=0, prompts_per_step=2, group_size=4,
+        max_new_tokens=8, eval_max_new_tokens=8, learning_rate=1e-2, adapter=adapter,
+    )
+    run = train_grpo(base_dir, _grpo_samples(), tmp_path / "run", settings)
+    assert GRPOSettings(**run.settings).adapter == adapter  # round trip through grpo_run.json's dict
+    assert run.checkpoints == [str(tmp_path / "run" / "step-1"), str(tmp_path / "run" / "step-2")]
+    after = _state(load_model(run.final_dir, dtype="float32", device="cpu").model)
+    assert set(after) == set(before)  # a plain checkpoint, no adapter tensors
+    moved = 0
+    for name, tensor in after.items():
+        if not _is_target(name):
+            assert torch.equal(tensor, before[name]), name
+            continue
+        delta = (tensor.double() - before[name].double()).numpy()
+        moved += bool(delta.any())
+        if method == "lora":
+            s = np.linalg.svd(delta, compute_uv=False)
+            assert int((s > s[0] * 1e-4).sum()) <= 2, name
+        else:
+            w0 = before[name].abs().flatten().numpy()
+            chosen = np.zeros(w0.size, dtype=bool)
+            chosen[np.argsort(-w0, kind="stable")[: round(0.2 * w0.size)]] = True
+            assert not delta.flatten()[~chosen].any(), name
+    assert moved > 0
+
+
+def test_cli_adapter_options(base, tmp_path, capsys):
+    from rlvr_lens.data import write_samples
+
+    _, base_dir = base
+    data = write_samples(tmp_path / "train.jsonl", _grpo_samples())
+    common = ["--model", str(base_dir), "--data", str(data), "--out", str(tmp_path / "o")]
+    assert _grpo_cli([*common, "--adapter", "sparse", "--sparse-fraction", "1.5"]) == 2
+    assert _grpo_cli([*common, "--adapter", "lora", "--adapter-rank", "0"]) == 2
+    assert _grpo_cli([*common, "--adapter", "pissa", "--adapter-rank", "100000", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 3 and "Traceback" not in err
+    assert "Sparse fraction" in err and "rank" in err and "smallest side" in err

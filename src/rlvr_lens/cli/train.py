@@ -129,6 +129,19 @@ def register(subparsers) -> None:
         help=f"save step-k/ every k steps and at the end (default: {d.save_every})",
     )
     parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    parser.add_argument(
+        "--adapter",
+        default="full",
+        choices=("full", "lora", "pissa", "sparse"),
+        help="PEFT ablation: full fine-tuning, a LoRA or PiSSA adapter, or a sparse top-|W0| mask (default: full)",
+    )
+    parser.add_argument("--adapter-rank", type=int, default=16, help="LoRA / PiSSA rank (default: 16)")
+    parser.add_argument(
+        "--sparse-fraction",
+        type=float,
+        default=0.1,
+        help="share of each projection's entries that train with --adapter sparse, by base |W0| (default: 0.1)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -154,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from rlvr_lens.data import parse_field_map
     from rlvr_lens.report import write_run
     from rlvr_lens.train.grpo import GRPOSettings, train_grpo
+    from rlvr_lens.train.peft_methods import AdapterConfig
 
     settings = GRPOSettings(
         reward=args.reward,
@@ -176,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         save_every=args.save_every,
         seed=args.seed,
+        adapter=None
+        if args.adapter == "full"
+        else AdapterConfig(method=args.adapter, rank=args.adapter_rank, sparse_fraction=args.sparse_fraction),
     )
     settings.check()
     if not Path(args.data).exists():
