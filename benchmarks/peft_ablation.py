@@ -27,6 +27,7 @@ METHODS = {
     # on the organism's hidden 128 that is r = 1 / 2 (rounded up to at least 1)
     "lora-r1": dict(method="lora", rank=1),
     "lora-r2": dict(method="lora", rank=2),
+    "pissa-r2": dict(method="pissa", rank=2),
     "sparse-10": dict(method="sparse", sparse_fraction=0.10),
     "sparse-30": dict(method="sparse", sparse_fraction=0.30),
 }
