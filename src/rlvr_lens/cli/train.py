@@ -158,6 +158,19 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--seed", type=int_at_least(0), default=d.seed, help=f"random seed (default: {d.seed})")
     add_threads_arg(parser)
+    parser.add_argument(
+        "--adapter",
+        default="full",
+        choices=("full", "lora", "pissa", "sparse"),
+        help="PEFT ablation: full fine-tuning, a LoRA or PiSSA adapter, or a sparse top-|W0| mask (default: full)",
+    )
+    parser.add_argument("--adapter-rank", type=int_at_least(1), default=16, help="LoRA / PiSSA rank (default: 16)")
+    parser.add_argument(
+        "--sparse-fraction",
+        type=float_in(0, 1, low_open=True),
+        default=0.1,
+        help="share of each projection's entries that train with --adapter sparse, by base |W0| (default: 0.1)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -183,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from rlvr_lens.data import parse_field_map
     from rlvr_lens.report import write_run
     from rlvr_lens.train.grpo import GRPOSettings, train_grpo
+    from rlvr_lens.train.peft_methods import AdapterConfig
 
     settings = GRPOSettings(
         reward=args.reward,
@@ -209,6 +223,9 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         save_every=args.save_every,
         seed=args.seed,
+        adapter=None
+        if args.adapter == "full"
+        else AdapterConfig(method=args.adapter, rank=args.adapter_rank, sparse_fraction=args.sparse_fraction),
     )
     settings.check()
     if not Path(args.data).exists():

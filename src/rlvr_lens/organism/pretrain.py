@@ -125,24 +125,34 @@ def train_causal_lm(
     device: torch.device | str = "cpu",
     show_progress: bool = False,
     desc: str = "train",
+    adapter=None,
 ) -> dict:
     """Train ``model`` in place on ``(prompt, completion)`` documents; returns loss curve and timings.
 
     Batches are drawn by shuffling the documents each epoch with a generator seeded from
     ``settings.seed``, so the same seed gives the same run (on the same device and threads).
 
+    ``adapter`` (a :class:`rlvr_lens.train.peft_methods.AdapterConfig`, default full
+    fine-tuning) trains a LoRA / PiSSA adapter or a sparse mask instead; the adapter is merged
+    into ``model`` in place at the end, so ``model`` is a plain model either way.
+
     Returns ``{"losses": [mean loss (nats/token) per 1/20 of training], "final_loss",
     "wall_time_s", "cpu_time_s", "tokens"}``.
     """
+    from rlvr_lens.train.peft_methods import apply_adapter
+
     if settings.loss_on not in ("all", "completion"):
         raise ValueError(f"loss_on must be 'all' or 'completion', got {settings.loss_on!r}")
     device = torch.device(device)
     model.to(device).train()
+    adaptation = apply_adapter(model, adapter)
+    trained = adaptation.model
     encoded = encode_documents(tokenizer, pairs, model.config.max_position_embeddings)
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    params = [p for p in trained.parameters() if p.requires_grad]
+    no_decay = [p for p in params if p.ndim < 2]
+    decay = [p for p in params if p.ndim >= 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.learning_rate,
@@ -162,16 +172,18 @@ def train_causal_lm(
         input_ids, labels = input_ids.to(device), labels.to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, settings)
-        loss = model(input_ids=input_ids, labels=labels).loss
+        loss = trained(input_ids=input_ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
+        adaptation.after_step()
         tokens += int((labels != -100).sum())
         window.append(float(loss.detach()))
         if len(window) == every or step == settings.steps - 1:
             losses.append(sum(window) / len(window))
             window = []
+    model = adaptation.finish()
     model.eval()
     return {
         "losses": losses,

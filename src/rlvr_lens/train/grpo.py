@@ -34,6 +34,7 @@ from rlvr_lens.errors import UserError
 from rlvr_lens.io import atomic_save_pretrained
 from rlvr_lens.report.registry import register
 from rlvr_lens.results import Result
+from rlvr_lens.train.peft_methods import AdapterConfig
 from rlvr_lens.train.report import ENTRY as _REPORT_ENTRY
 from rlvr_lens.train.rewards import REWARD_NAMES, WRONG_LABEL, as_trl_reward, make_reward
 
@@ -76,6 +77,11 @@ class GRPOSettings:
     one_shot: bool = False  # train on the first sample only (one-shot RLVR), repeated to fill each batch
     eval_batch_size: int = 16
     gradient_checkpointing: bool = False
+    adapter: AdapterConfig | None = None  # PEFT ablation: lora / pissa / sparse (None = full fine-tuning)
+
+    def __post_init__(self):
+        if isinstance(self.adapter, dict):  # settings read back from grpo_run.json
+            self.adapter = AdapterConfig(**{**self.adapter, "target_modules": tuple(self.adapter["target_modules"])})
 
     @property
     def completions_per_generation(self) -> int:
@@ -126,6 +132,8 @@ class GRPOSettings:
             )
         if self.loss_type not in ("dapo", "grpo", "dr_grpo", "bnpo"):
             raise UserError(f"Unknown loss_type {self.loss_type!r}; use dapo, grpo, dr_grpo or bnpo.")
+        if self.adapter is not None:
+            self.adapter.check()
 
 
 def trl_batch_layout(settings: GRPOSettings) -> dict[str, int]:
@@ -277,6 +285,7 @@ def _make_callback(
     from transformers import TrainerCallback
 
     from rlvr_lens.generation import accuracy
+    from rlvr_lens.train.peft_methods import merged_model
 
     class LensCallback(TrainerCallback):
         """Evaluates, saves step directories and appends metrics rows (``trainer`` is set after construction)."""
@@ -332,7 +341,7 @@ def _make_callback(
                 self.pending_eval = self._evaluate()
             if (settings.save_every and step % settings.save_every == 0) or last:
                 directory = out_dir / f"step-{step}"
-                atomic_save_pretrained(self._model(), tokenizer, directory)
+                atomic_save_pretrained(merged_model(self._model()), tokenizer, directory)
                 self.checkpoints.append(str(directory))
             if self.bar is not None:
                 self.bar.update(1)
@@ -379,6 +388,22 @@ def _training_rows(samples: list[Sample], settings: GRPOSettings, tokenizer) -> 
     return rows
 
 
+def _adapter_arguments(model, adapter: AdapterConfig | None) -> tuple[dict, list]:
+    """Extra trainer arguments and callbacks for a PEFT-ablation run (none for full fine-tuning).
+
+    LoRA / PiSSA go to TRL as ``peft_config``; a sparse mask is installed on ``model`` (gradient
+    hooks) with a callback restoring its frozen entries after every optimizer step.
+    """
+    from rlvr_lens.train.peft_methods import SparseMask, check_rank_fits, lora_config, sparse_callback
+
+    if adapter is None or adapter.method == "full":
+        return {}, []
+    if adapter.method == "sparse":
+        return {}, [sparse_callback(SparseMask(model, adapter))]
+    check_rank_fits(model, adapter)
+    return {"peft_config": lora_config(adapter)}, []
+
+
 def build_trainer(
     model_dir: str | Path,
     train_samples: list[Sample],
@@ -421,6 +446,7 @@ def build_trainer(
     rewards = [as_trl_reward(train_reward), as_trl_reward(true_reward, TRUE_ACCURACY)]
 
     callback = _make_callback(settings, out_dir, tokenizer, eval_sets, show_progress)
+    adapter_kwargs, adapter_callbacks = _adapter_arguments(model, settings.adapter)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -434,9 +460,10 @@ def build_trainer(
                 args=args,
                 train_dataset=Dataset.from_list(_training_rows(train_samples, settings, tokenizer)),
                 processing_class=tokenizer,
-                callbacks=[callback],
+                callbacks=[callback, *adapter_callbacks],
                 reference_model=reference,
                 divergence_weighting=settings.divergence_weighting,
+                **adapter_kwargs,
             )
     finally:
         hf_logging.set_verbosity(verbosity)
