@@ -143,13 +143,13 @@ def test_bad_fractions_are_user_errors(tiny_pair):
 
 
 def test_probe_clamps_decoding_to_the_context_window_and_skips_one_token_problems(tmp_path, tokenizer, monkeypatch):
-    """A model with a 24-position context: a prompt of k shown tokens may decode 24 - k tokens at
-    most, however long the remainder + answer budget; a one-token problem is not probed (None)
-    and is left out of the rates."""
+    """A model whose context holds the problem with 4 tokens to spare: a prompt of k shown tokens
+    may decode context - k tokens at most, however long the remainder + answer budget; a
+    one-token problem is not probed (None) and is left out of the rates. (A problem longer than
+    the context is skipped altogether: tests/test_reliability.py.)"""
     from rlvr_lens.analyses import contamination
     from rlvr_lens.models.tiny import save_tiny_checkpoint
 
-    path = save_tiny_checkpoint(tmp_path / "short", "qwen2", tokenizer=tokenizer, max_position_embeddings=24)
     requested = []
     real_generate = contamination.generate
 
@@ -161,11 +161,13 @@ def test_probe_clamps_decoding_to_the_context_window_and_skips_one_token_problem
     long = "Let x be a real number such that x squared equals sixteen. Find the largest x."
     samples = [Sample("long", long, "4"), Sample("one", "x", "4")]
     n = len(tokenizer(long, add_special_tokens=False).input_ids)
+    context = n + 4
+    path = save_tiny_checkpoint(tmp_path / "short", "qwen2", tokenizer=tokenizer, max_position_embeddings=context)
     assert len(tokenizer("x", add_special_tokens=False).input_ids) == 1
     series = ModelSeries([ModelSpec("a", str(path)), ModelSpec("b", str(path))], dtype="float32", device="cpu")
     result = partial_prompt_probe(series, samples, fractions=(0.5,), answer_tokens=64, batch_size=2)
     shown = int(0.5 * n + 0.5)
-    assert requested == [(shown, 24 - shown)] * 2  # one call per checkpoint, only the long sample
+    assert requested == [(shown, context - shown)] * 2  # one call per checkpoint, only the long sample
     run = result.run("a", 0.5)
     assert run.kept_tokens == [shown, None]
     assert run.exact_match[1] is None and run.rouge_l[1] is None and run.answer_correct[1] is None

@@ -192,13 +192,23 @@ def _check_perplexity_section(result):
                 assert cell == ""
     [paragraph] = [p for p in section.paragraphs if "Share of samples" in p]
     assert_shows(numbers_in(paragraph.rsplit(":", 1)[1])[0], data["verdict"]["samples_paradox"], where="samples paradox")
-    # the summary: answer ppl first -> last, prompt ppl first -> last; overall, then per group
+    # the summary: "(answer ppl first to last)", "(prompt ppl first to last)" per verdict (overall,
+    # then per group), each followed by its per-sample NLL changes and their intervals when present
+    import re
+
     verdicts = [data["verdict"], *data["group_verdicts"].values()]
-    shown = numbers_in(section.summary)
-    assert len(shown) == 4 * len(verdicts)
+    pairs = re.findall(r"\(([^()]*?) to ([^()]*?)\)", section.summary)
+    assert len(pairs) == 2 * len(verdicts)
     for i, v in enumerate(verdicts):
-        for cell, value in zip(shown[4 * i : 4 * i + 4], (v["answer_ppl"][0], v["answer_ppl"][-1], v["prompt_ppl"][0], v["prompt_ppl"][-1])):
+        (a0, a1), (p0, p1) = pairs[2 * i], pairs[2 * i + 1]
+        for cell, value in zip((a0, a1, p0, p1), (v["answer_ppl"][0], v["answer_ppl"][-1], v["prompt_ppl"][0], v["prompt_ppl"][-1])):
             assert_shows(cell, value, where="summary")
+    changes = re.findall(r"answer ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\], prompt ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", section.summary)
+    with_change = [v for v in verdicts if v.get("answer_change") and v.get("prompt_change")]
+    assert len(changes) == len(with_change)
+    for shown_change, v in zip(changes, with_change):
+        for cell, value in zip(shown_change, [*v["answer_change"][:3], *v["prompt_change"][:3]]):
+            assert float(cell) == pytest.approx(value, abs=5e-5)
 
 
 def _pairwise_auroc(scores, positive) -> float:

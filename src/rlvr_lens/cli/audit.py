@@ -77,10 +77,6 @@ def report_audit(
     steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)  # validates everything first
     out = check_out_dir(out)
     from rlvr_lens.distributed import is_main_process
-
-    if run_config and is_main_process():
-        save_config(out, run_config, command="audit")  # `audit --config OUT/config.toml` repeats the run
-
     from rlvr_lens.progress import format_seconds
 
     def say(step) -> None:
@@ -95,6 +91,8 @@ def report_audit(
     if not main_process:
         return 1 if outcome.failed else 0
     verdict = print_verdict(outcome.results)
+    if run_config:
+        save_config(out, run_config, command="audit")  # `audit --config OUT/config.toml` repeats the run
     lines = [f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}", f"data: {data_path} ({len(samples)} samples)"]
     lines += context or []
     lines += [f"<b>step failed</b>: {s.name}: {s.error}" for s in outcome.failed]

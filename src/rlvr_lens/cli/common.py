@@ -28,6 +28,7 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = f"integer >= {minimum}"
+    parse.kind = int  # what a config file's value must be (rlvr_lens.cli.config)
     return parse
 
 
@@ -49,6 +50,7 @@ def float_in(low: float | None = None, high: float | None = None, *, low_open: b
         return value
 
     parse.__name__ = "number"
+    parse.kind = float
     return parse
 
 

@@ -67,9 +67,10 @@ def _kind(action: argparse.Action) -> str:
         return "bool"
     if isinstance(action, argparse._AppendAction):
         return "list"
-    if action.type is int:
+    kind = getattr(action.type, "kind", action.type)  # ranged types (cli.common) say their kind
+    if kind is int:
         return "int"
-    if action.type is float:
+    if kind is float:
         return "float"
     return "str"
 
@@ -123,6 +124,11 @@ def _coerce(key: str, value: Any, action: argparse.Action, source: str) -> Any:
             raise conflict()
     if action.choices is not None and value not in action.choices:
         raise UserError(f"Config key {key!r} in {source} is {value!r}; choose one of {', '.join(map(str, action.choices))}.")
+    if kind in ("int", "float") and callable(action.type) and hasattr(action.type, "kind"):
+        try:
+            value = action.type(str(value))  # the flag's own range check
+        except argparse.ArgumentTypeError as error:
+            raise UserError(f"Config key {key!r} in {source} {error}, like the flag {flag}.") from None
     return value
 
 

@@ -164,10 +164,10 @@ def register(subparsers) -> None:
         choices=("full", "lora", "pissa", "sparse"),
         help="PEFT ablation: full fine-tuning, a LoRA or PiSSA adapter, or a sparse top-|W0| mask (default: full)",
     )
-    parser.add_argument("--adapter-rank", type=int_at_least(1), default=16, help="LoRA / PiSSA rank (default: 16)")
+    parser.add_argument("--adapter-rank", type=int, default=16, help="LoRA / PiSSA rank (default: 16)")
     parser.add_argument(
         "--sparse-fraction",
-        type=float_in(0, 1, low_open=True),
+        type=float,
         default=0.1,
         help="share of each projection's entries that train with --adapter sparse, by base |W0| (default: 0.1)",
     )
