@@ -145,9 +145,10 @@ def _gain_signal(tuned: str, source: str, base_correct: list[bool], tuned_correc
     iv = paired_bootstrap(diffs)
     holds = iv is not None and iv.low > 0
     base_rate = sum(base_correct) / max(1, len(base_correct))
+    loss = iv is not None and iv.high < 0
     text = (
         f"accuracy {base_rate:.3f} -> {base_rate + (iv.mean if iv else 0):.3f}: gain {iv.text() if iv else 'n/a'}"
-        + ("" if holds else " (not significant)")
+        + ("" if holds else " (a significant loss)" if loss else " (not significant)")
     )
     return Signal(tuned, "gain", source, "gain", iv.mean if iv else None, _interval(iv), 0.0, SIGNIFICANCE, holds,
                   p_value=sign_test(diffs), text=text)
@@ -275,7 +276,7 @@ def decide(tuned: str, base: str, signals: list[Signal]) -> ModelVerdict:
         supporting, contradicting, inconclusive = [], [], memo
         would_change.insert(0, "an accuracy comparison of tuned vs base on these samples")
     elif not gain.holds:
-        reason = f"the accuracy gain is not significant ({gain.text}), so there is no gain to explain"
+        reason = f"there is no significant accuracy gain ({gain.text}), so there is no gain to explain"
         supporting, contradicting, inconclusive = [gain], [], memo
         would_change.insert(0, "a significant accuracy gain (more samples, or a tuned model that gains)")
     elif holding:
