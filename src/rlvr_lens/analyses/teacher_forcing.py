@@ -51,12 +51,9 @@ class AnswerEncoding:
 
 
 def _leading_specials(tokenizer) -> list[int]:
-    with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
-    for start in range(len(with_special) - len(plain) + 1):
-        if with_special[start : start + len(plain)] == plain:
-            return list(with_special[:start])
-    return []
+    from rlvr_lens.analyses.perplexity import leading_special_ids  # one definition of the BOS prefix
+
+    return leading_special_ids(tokenizer)
 
 
 def encode_answer(tokenizer, sample: Sample, template: str = "plain", context: str = "direct") -> AnswerEncoding:
