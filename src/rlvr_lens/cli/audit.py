@@ -13,7 +13,7 @@ from rlvr_lens.cli.common import (
     int_at_least,
     load_data,
     parse_models,
-    refresh_threads,
+    step_printer,
 )
 from rlvr_lens.cli.config import add_config_arg, save_config
 
@@ -77,17 +77,9 @@ def report_audit(
     steps = audit_steps(specs, data_path, samples, config, show_progress=show_progress)  # validates everything first
     out = check_out_dir(out)
     from rlvr_lens.distributed import is_main_process
-    from rlvr_lens.progress import format_seconds
-
-    def say(step) -> None:
-        detail = f": {step.error}" if step.error else ""
-        if step.seconds is not None:
-            detail = f" in {format_seconds(step.seconds)}{detail}"
-        print(f"  {step.name:<28} {step.status}{detail}", file=sys.stderr)
-        refresh_threads()  # other jobs may have started or ended during the step
 
     main_process = is_main_process()  # under accelerate launch / torchrun only rank 0 prints and writes
-    outcome = run_steps(out, steps, on_step=say if main_process else None, keep_going=False)  # a user error stops the audit
+    outcome = run_steps(out, steps, on_step=step_printer() if main_process else None, keep_going=False)  # a user error stops the audit
     if not main_process:
         return 1 if outcome.failed else 0
     verdict = print_verdict(outcome.results)

@@ -111,6 +111,23 @@ def configure_threads(requested: int | None = None) -> int:
     return threads
 
 
+def step_printer(indent: int = 2, width: int = 28) -> Callable:
+    """The ``on_step`` callback of ``run_steps`` for a command: one stderr line per step (name,
+    status, wall time, error), then the thread default re-checked (other jobs may have started
+    or ended during the step)."""
+
+    def say(step) -> None:
+        from rlvr_lens.progress import format_seconds
+
+        detail = f": {step.error}" if step.error else ""
+        if step.seconds is not None:
+            detail = f" in {format_seconds(step.seconds)}{detail}"
+        print(f"{' ' * indent}{step.name:<{width}} {step.status}{detail}", file=sys.stderr)
+        refresh_threads()
+
+    return say
+
+
 def refresh_threads() -> int:
     """Re-apply :func:`default_threads` between the steps of a long job (call it from the main
     thread: torch's thread count is per calling thread), since other jobs may have started or

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rlvr_lens.cli.common import add_threads_arg, int_at_least, refresh_threads
+from rlvr_lens.cli.common import add_threads_arg, int_at_least, step_printer
 
 
 def register(subparsers) -> None:
@@ -102,16 +102,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"[2/2] audit: {len(steps)} steps, {len(samples)} evaluation samples -> {out}", file=sys.stderr)
 
-    from rlvr_lens.progress import format_seconds
-
-    def say(step) -> None:
-        detail = f": {step.error}" if step.error else ""
-        if step.seconds is not None:
-            detail = f" in {format_seconds(step.seconds)}{detail}"
-        print(f"      {step.name:<34} {step.status}{detail}", file=sys.stderr)
-        refresh_threads()  # other jobs may have started or ended during the step
-
-    outcome = run_steps(out, steps, on_step=say)
+    outcome = run_steps(out, steps, on_step=step_printer(indent=6, width=34))
     context = [
         f"model organism: preset {manifest.preset}, seed {manifest.seed}, built in {organism_dir}",
         f"evaluation set: {data_path} ({len(samples)} samples, labelled leaked / clean)",
