@@ -16,6 +16,8 @@ Each measurement runs in its own child process, so its peak resident memory
 - ``all``: every metric on the tensors matching ``--svd-include`` (default: the four
   attention matrices of layer 0), on the GPU when there is one; on a CPU the time of the whole pair
   is *extrapolated* from these with the per-matrix cost model ``t ~ m n^2`` (tall side m);
+- ``all_nomask``: the same without the principal / low-magnitude mask overlap; with ``all`` in
+  the same run it gives the overlap's added cost (``mask_overlap_added``);
 - ``svd_error``: the error of the SVD choices on a 3584 x 3584 base matrix: float32 and
   float64 Gram + eigh and ``torch.svd_lowrank`` (default ``niter=2``) against a float64
   ``linalg.svd``;
@@ -181,15 +183,14 @@ def phase_cheap(work: Path, args) -> dict:
     }
 
 
-def phase_all(work: Path, args) -> dict:
+def phase_all(work: Path, args, mask_overlap: bool = True) -> dict:
     from rlvr_lens.analyses.weights import WeightsConfig, weight_forensics
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    config = WeightsConfig(metrics="all", include=args.svd_include, spectrum_matrix=None, mask_overlap=mask_overlap)
     started = time.perf_counter()
-    result = weight_forensics(
-        work / "base", {"rl": work / "tuned"}, WeightsConfig(metrics="all", include=args.svd_include, spectrum_matrix=None)
-    )
+    result = weight_forensics(work / "base", {"rl": work / "tuned"}, config)
     seconds = time.perf_counter() - started
     per_matrix = []
     for row in result.matrices:
@@ -298,7 +299,19 @@ def phase_naive(work: Path, args) -> dict:
     return {"layers": args.naive_layers, "parameters_per_model": n_params, "load_s": loaded, "seconds": seconds, "sparsity": equal / total}
 
 
-PHASES = {"read": phase_read, "cheap": phase_cheap, "all": phase_all, "svd_error": phase_svd_error, "naive": phase_naive}
+def phase_all_nomask(work: Path, args) -> dict:
+    """``all`` without the mask overlap: the baseline of the overlap's added cost."""
+    return phase_all(work, args, mask_overlap=False)
+
+
+PHASES = {
+    "read": phase_read,
+    "cheap": phase_cheap,
+    "all": phase_all,
+    "all_nomask": phase_all_nomask,
+    "svd_error": phase_svd_error,
+    "naive": phase_naive,
+}
 
 
 def run_child(phase: str, args) -> dict:
@@ -385,11 +398,16 @@ def main() -> None:
             "label": "EXTRAPOLATED: two whole bf16 models held in memory by the naive baseline",
             "memory_gb": 2 * 2 * per_model_full / 2**30,
         }
+    if "seconds" in results.get("all", {}) and "seconds" in results.get("all_nomask", {}):
+        results["mask_overlap_added"] = {
+            "label": "time of all metrics with the principal / low-magnitude mask overlap over the time without it, minus 1",
+            "fraction": results["all"]["seconds"] / results["all_nomask"]["seconds"] - 1,
+        }
     if "read" in results and "cheap" in results and "gb_per_s" in results["cheap"]:
         results["cheap_vs_read_rate"] = results["cheap"]["gb_per_s"] / results["read"]["gb_per_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(json.dumps({k: results.get(k) for k in ("cheap_vs_read_rate", "all_extrapolated")}))
+    print(json.dumps({k: results.get(k) for k in ("cheap_vs_read_rate", "all_extrapolated", "mask_overlap_added")}))
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
 

@@ -124,6 +124,8 @@ class WeightsConfig:
             the stored dtype), ``bf16`` (``bf16(W') != bf16(W)``: what a bf16 checkpoint, as the
             paper studied, would show changed), ``auto`` (``bf16`` when a side is stored wider
             than bf16, else ``exact``).
+        mask_overlap: compute the principal / low-magnitude mask overlaps (``metrics="all"``
+            only; off leaves ``MatrixRow.mask_overlap`` as ``None``).
     """
 
     metrics: str = "all"
@@ -140,6 +142,7 @@ class WeightsConfig:
     mask_alpha: float = 0.5
     mask_k: int | None = None
     mask_update: str = "auto"
+    mask_overlap: bool = True
 
     def check(self) -> None:
         if self.metrics not in METRIC_SETS:
@@ -755,10 +758,11 @@ def _analyse_tensor(
         u_chunk = proj_base[:, :kmax] / safe_base[:kmax].double()
         u_base[start:stop] = u_chunk
         base64 = base_w if wdt == torch.float64 else chunk[0].to(device=device, dtype=torch.float64)
-        changed = [_update_mask(chunk[0], tuned, bf16_masks[i], device) for i, tuned in enumerate(chunk[1:])]
-        principal_counts.add(proj_base[:, :mask_k] @ v_base64[:, :mask_k].T, changed)  # rows of W^(k)
-        low_counts.add(base64, changed)
-        del changed
+        if config.mask_overlap:
+            changed = [_update_mask(chunk[0], tuned, bf16_masks[i], device) for i, tuned in enumerate(chunk[1:])]
+            principal_counts.add(proj_base[:, :mask_k] @ v_base64[:, :mask_k].T, changed)  # rows of W^(k)
+            low_counts.add(base64, changed)
+            del changed
         for i, tuned in enumerate(chunk[1:]):
             s_t, v_t, safe_t = tuned_spectra[i]
             tuned_w = tuned.to(device=device, dtype=wdt)
@@ -786,11 +790,12 @@ def _analyse_tensor(
         row.diagonal_share = float(energy.sum()) if total > 0 else None
         edges = np.linspace(0, n, config.energy_bins + 1).round().astype(int)
         row.energy_bins = [float(energy[lo:hi].sum()) for lo, hi in zip(edges[:-1], edges[1:])] if total > 0 else None
-        principal, principal_error = principal_counts.overlap(i, config.mask_alpha, top=True)
-        low, low_error = low_counts.overlap(i, config.mask_alpha, top=False)
-        density = float(principal_counts.changed[i].sum()) / max(1, int(principal_counts.all.sum()))
-        rule = "bf16" if bf16_masks[i] else "exact"
-        row.mask_overlap = MaskOverlap(config.mask_alpha, mask_k, rule, density, principal, principal_error, low, low_error)
+        if config.mask_overlap:
+            principal, principal_error = principal_counts.overlap(i, config.mask_alpha, top=True)
+            low, low_error = low_counts.overlap(i, config.mask_alpha, top=False)
+            density = float(principal_counts.changed[i].sum()) / max(1, int(principal_counts.all.sum()))
+            rule = "bf16" if bf16_masks[i] else "exact"
+            row.mask_overlap = MaskOverlap(config.mask_alpha, mask_k, rule, density, principal, principal_error, low, low_error)
         for k in ks:
             a_left = _angles_deg(u_base[:, :k], u_tuned[i][:, :k])
             a_right = _angles_deg(v_base[:, :k], v_t[:, :k])
