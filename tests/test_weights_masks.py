@@ -60,6 +60,12 @@ def test_mask_overlap_equals_numpy_sort(tmp_path, alpha):
         assert mo.principal_error < 0.02 and mo.low_magnitude_error < 0.02
         # the update prefers the principal entries: far more than chance in the principal mask
         assert mo.principal_overlap > alpha + 0.2
+    if alpha == 0.5:  # switched off: no overlap, every other metric unchanged
+        off = _run(tmp_path / "off", base, {"rl": tuned}, dataclasses.replace(config, mask_overlap=False))
+        for name in MATRICES:
+            on_row, off_row = dataclasses.asdict(result.row("rl", name)), dataclasses.asdict(off.row("rl", name))
+            assert off_row.pop("mask_overlap") is None and on_row.pop("mask_overlap") is not None
+            assert off_row == on_row
 
 
 def test_random_mask_overlap_is_alpha_and_aggregates_pool(tmp_path):
