@@ -277,10 +277,50 @@ def test_verdict_finds_the_planted_anchor_and_reports_into_html(tokenizer, tmp_p
     assert leaked.n_samples == 3
     again = CircuitsResult.from_dict(result.to_dict())
     assert again.verdicts[0].anchor.start == PLANTED
+    _check_per_sample_signals(again)
     report = write_run(tmp_path, [result])
     html = report.read_text()
     assert "Anchor window: layer" in html and (tmp_path / "figures" / "circuits-patching.png").is_file()
     assert (tmp_path / "figures" / "circuits-jsd.png").is_file() and (tmp_path / "figures" / "circuits-lens.png").is_file()
+
+
+def _check_per_sample_signals(result):
+    """The scoreboard's view of a circuits result, recomputed from its stored fields by hand."""
+    from rlvr_lens.analyses.scoreboard import collect_signals
+
+    signals = result.per_sample_signals()
+    patching, lens = result.patching, result.lens
+    assert patching.sample_ids == result.sample_ids == lens.sample_ids
+    patched = patching.direction("tuned_into_base").m_patched
+    for v, variant in enumerate(patching.variants):
+        name = f"patch_{variant.component}{'-'.join(map(str, variant.layers))}_recovery"
+        expected = [(patched[i][v] - patching.m_base[i]) / (patching.m_tuned[i] - patching.m_base[i]) for i in range(len(patched))]
+        assert signals[name] == pytest.approx(expected)
+        # planted truth: the MLP at PLANTED carries the whole change, every earlier window none of it
+        if variant.component == "mlp" and variant.layers == [PLANTED]:
+            assert signals[name] == pytest.approx([1.0] * len(patched), abs=1e-4)
+        if variant.layers[-1] < PLANTED:
+            assert signals[name] == pytest.approx([0.0] * len(patched), abs=1e-4)
+    tuned = next(m for m in lens.models if m.name == result.tuned)
+    base = next(m for m in lens.models if m.name == result.base)
+    for i in range(len(result.sample_ids)):
+        last_t, last_b = tuned.logprob[i][-1], base.logprob[i][-1]
+        assert signals["lens_final_logprob"][i] == pytest.approx(sum(last_t) / len(last_t))
+        assert signals["lens_logprob_gain"][i] == pytest.approx(sum(last_t) / len(last_t) - sum(last_b) / len(last_b))
+        assert signals["mlp_direct_total"][i] == pytest.approx(sum(tuned.mlp_direct[i]))
+    # reversed sample order in the scoreboard: values follow the ids, not the positions
+    ids = result.sample_ids[::-1]
+    board = collect_signals([result], ids)
+    assert board["circuits:lens_final_logprob"].values == pytest.approx(signals["lens_final_logprob"][::-1])
+    with pytest.raises(UserError, match="no per-sample signals"):
+        collect_signals([_NoSignals()], ids)
+
+
+class _NoSignals:
+    """A result kind with nothing per sample (like ``weights``): the scoreboard must say so."""
+
+    kind = "weights"
+    sample_ids = None
 
 
 def test_identical_models_have_no_localized_shortcut_and_empty_groups_say_so(tokenizer, tmp_path, single_thread):

@@ -386,6 +386,8 @@ def collect_signals(results: Sequence[Result], sample_ids: Sequence[str], *, tun
         elif hasattr(result, "per_sample_signals"):
             for key, values in result.per_sample_signals().items():
                 out[f"{result.kind}:{key}"] = Signal(_aligned(sample_ids, dict(zip(ids, values))), oriented=False)
+        else:
+            raise UserError(f"A {result.kind} result carries no per-sample signals the scoreboard can score.")
     return out
 
 
