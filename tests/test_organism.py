@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,6 +204,34 @@ def test_same_seed_same_metrics(built, tmp_path):
     a = load_file(str(root / "rlvr-correct" / "step-2" / "model.safetensors"))
     b = load_file(str(tmp_path / "again" / "rlvr-correct" / "step-2" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sft_adapter_trains_a_rank_r_update_into_a_plain_sft_checkpoint(built, tmp_path):
+    """``sft_adapter.method=lora`` (rank 1): same base, and the SFT stage's update of every adapted
+    matrix has rank 1 (NumPy SVD), while the frozen embeddings stay bit-identical; bad adapter
+    settings are refused before anything is built."""
+    from safetensors.torch import load_file
+
+    from rlvr_lens.organism.recipe import build_organism
+
+    root, _ = built
+    overrides = {"rl_rewards": "correct", "sft_adapter.method": "lora", "sft_adapter.rank": "1"}
+    build_organism(tmp_path / "lora", "test", 0, overrides=overrides)
+    base = load_file(str(tmp_path / "lora" / "base" / "model.safetensors"))
+    assert all(torch.equal(base[k], t) for k, t in load_file(str(root / "base" / "model.safetensors")).items())
+    sft = load_file(str(tmp_path / "lora" / "sft" / "model.safetensors"))
+    adapted = [k for k in base if k.endswith("proj.weight")]
+    assert adapted
+    for name in adapted:
+        update = (sft[name].double() - base[name].double()).numpy()
+        singular = np.linalg.svd(update, compute_uv=False)
+        # beyond the first, only float32 rounding of the merged weights (~1e-6 relative)
+        assert singular[0] > 0 and np.all(singular[1:] <= 1e-4 * singular[0]), name
+    frozen = [k for k in base if not k.endswith("proj.weight")]
+    assert frozen and all(torch.equal(base[k], sft[k]) for k in frozen)
+    with pytest.raises(UserError, match="Adapter rank"):
+        build_organism(tmp_path / "bad", "test", 0, overrides={"sft_adapter.method": "lora", "sft_adapter.rank": "0"})
+    assert not (tmp_path / "bad").exists()
 
 
 def test_incomplete_build_is_not_reused(tmp_path):

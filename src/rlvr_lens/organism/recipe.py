@@ -38,6 +38,7 @@ from rlvr_lens.organism.manifest import MANIFEST_NAME, OrganismManifest, Stage
 from rlvr_lens.organism.pretrain import ModelShape, TrainSettings
 from rlvr_lens.progress import progress
 from rlvr_lens.train.grpo import GRPOSettings
+from rlvr_lens.train.peft_methods import AdapterConfig
 
 #: Bumped when the recipe changes what a configuration produces (invalidates cached builds).
 RECIPE_VERSION = 3
@@ -79,6 +80,9 @@ class OrganismConfig:
     model: ModelShape = field(default_factory=ModelShape)
     pretrain: TrainSettings = field(default_factory=TrainSettings)
     sft: TrainSettings = field(default_factory=lambda: TrainSettings(steps=100, learning_rate=1e-3, loss_on="completion"))
+    #: How the SFT stage trains (*The Path Not Taken*'s PEFT ablation): ``full`` fine-tuning, or a
+    #: LoRA / PiSSA adapter or sparse mask merged back into a plain ``sft/`` checkpoint.
+    sft_adapter: AdapterConfig = field(default_factory=AdapterConfig)
     rl: GRPOSettings = field(default_factory=GRPOSettings)
     rl_rewards: tuple[str, ...] = ("correct", "random")
     eval_max_new_tokens: int = 40
@@ -94,6 +98,10 @@ class OrganismConfig:
         d = dataclasses.asdict(self)
         if self.offpolicy == OffPolicySettings():
             del d["offpolicy"]  # default: left out so that older presets keep their configuration hash
+        if self.sft_adapter.method == "full":
+            del d["sft_adapter"]  # full fine-tuning ignores the adapter's other fields; same hash as before
+        else:
+            d["sft_adapter"]["target_modules"] = list(self.sft_adapter.target_modules)
         d["rl_rewards"] = list(self.rl_rewards)
         d["corpus"] = self.corpus.to_dict()
         for key in ("seed",):
@@ -353,6 +361,7 @@ def build_organism(
     if root.exists() and not root.is_dir():
         raise UserError(f"{root} is a file; give a directory for the organism.")
     config = preset_config(preset, overrides)
+    config.sft_adapter.check()
     config.corpus.seed = seed
     cfg = config_dict(preset, seed, config)
     digest = config_hash(cfg)
@@ -422,7 +431,10 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
     clock = _Clock()
     sft_documents = [(apply_template(s.prompt, "organism"), s.solution or "") for s in corpus["rl_train"]]
     settings = dataclasses.replace(config.sft, seed=seed, loss_on="completion")
-    stats = train_causal_lm(model, tokenizer, sft_documents, settings, device=resolved, show_progress=show_progress, desc="sft")
+    adapter = None if config.sft_adapter.method == "full" else config.sft_adapter
+    stats = train_causal_lm(
+        model, tokenizer, sft_documents, settings, device=resolved, show_progress=show_progress, desc="sft", adapter=adapter
+    )
     atomic_save_pretrained(model, tokenizer, root / "sft")
     wall, cpu = clock.elapsed()
     accuracy, details, correct = _evaluate(model, tokenizer, sets, config)
