@@ -189,9 +189,9 @@ def phase_all(work: Path, args, mask_overlap: bool = True) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     config = WeightsConfig(metrics="all", include=args.svd_include, spectrum_matrix=None, mask_overlap=mask_overlap)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = weight_forensics(work / "base", {"rl": work / "tuned"}, config)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     per_matrix = []
     for row in result.matrices:
         if len(row.shape) == 2:
@@ -200,6 +200,7 @@ def phase_all(work: Path, args, mask_overlap: bool = True) -> dict:
     out = {
         "tensors": len(result.matrices),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # this process's CPU time: steadier than wall time on a shared machine
         "device": result.device,
         "matrices": per_matrix,
         "example": {
@@ -399,10 +400,13 @@ def main() -> None:
             "memory_gb": 2 * 2 * per_model_full / 2**30,
         }
     if "seconds" in results.get("all", {}) and "seconds" in results.get("all_nomask", {}):
+        with_mask, without = results["all"], results["all_nomask"]
         results["mask_overlap_added"] = {
             "label": "time of all metrics with the principal / low-magnitude mask overlap over the time without it, minus 1",
-            "fraction": results["all"]["seconds"] / results["all_nomask"]["seconds"] - 1,
+            "fraction": with_mask["seconds"] / without["seconds"] - 1,
         }
+        if "cpu_seconds" in with_mask and "cpu_seconds" in without:
+            results["mask_overlap_added"]["cpu_fraction"] = with_mask["cpu_seconds"] / without["cpu_seconds"] - 1
     if "read" in results and "cheap" in results and "gb_per_s" in results["cheap"]:
         results["cheap_vs_read_rate"] = results["cheap"]["gb_per_s"] / results["read"]["gb_per_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
