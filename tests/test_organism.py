@@ -111,13 +111,20 @@ def test_presets_and_overrides():
 
     assert set(PRESETS) == {"test", "cpu-small", "gpu-medium"}
     assert preset_config("gpu-medium").model.num_hidden_layers >= 16
-    config = preset_config("cpu-small", {"corpus.leak_repetitions": "4", "rl.clip_eps": "0.1", "corpus.leak_forms": "answer_only"})
-    assert config.corpus.leak_repetitions == 4 and config.rl.clip_eps == 0.1
+    config = preset_config("cpu-small", {"corpus.leak_repetitions": "4", "rl.epsilon": "0.1", "corpus.leak_forms": "answer_only"})
+    assert config.corpus.leak_repetitions == 4 and config.rl.epsilon == 0.1
     assert config.corpus.leak_forms == ("answer_only",)
+    # the names before issue 16 still work, and the error of a bad value names the new one
+    old = preset_config("test", {"rl.clip_eps": "0.3", "rl.steps": "5", "rl.group_size": "6", "offpolicy.clip_eps": "0.25"})
+    assert (old.rl.epsilon, old.rl.max_steps, old.rl.num_generations, old.offpolicy.epsilon) == (0.3, 5, 6, 0.25)
+    with pytest.raises(UserError, match=r"'rl\.epsilon' needs a float"):
+        preset_config("test", {"rl.clip_eps": "wide"})
     with pytest.raises(UserError):
         preset_config("cpu-huge")
     with pytest.raises(UserError):
         preset_config("test", {"rl.no_such_knob": 1})
+    with pytest.raises(UserError):
+        preset_config("test", {"offpolicy.steps": 1})  # an old GRPO name, but no off-policy setting
 
 
 @pytest.fixture(scope="module")
