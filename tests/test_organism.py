@@ -194,6 +194,27 @@ def test_build_is_cached_reloaded_and_reproducible(built, tmp_path):
     assert find_existing(root, "test", 0, {"corpus.leak_repetitions": 3}) is None
 
 
+def test_build_made_before_the_settings_rename_is_reused(built, tmp_path):
+    """A manifest written before issue 16 (rl.clip_eps, rl.steps, ..., another hash) still
+    describes the same build, so it is reused rather than rebuilt; a changed value is not."""
+    import shutil
+
+    from rlvr_lens.organism.recipe import find_existing
+    from rlvr_lens.train.settings import RENAMED
+
+    root, manifest = built
+    old_root = tmp_path / "old"
+    shutil.copytree(root, old_root)
+    data = json.loads((old_root / "manifest.json").read_text())
+    back = {new: old for old, new in RENAMED.items()}
+    data["config"]["rl"] = {back.get(k, k): v for k, v in data["config"]["rl"].items()}
+    assert "clip_eps" in data["config"]["rl"] and "epsilon" not in data["config"]["rl"]
+    data["config_hash"] = "0" * 64
+    (old_root / "manifest.json").write_text(json.dumps(data))
+    assert find_existing(old_root, "test", 0) is not None
+    assert find_existing(old_root, "test", 0, {"rl.epsilon": 0.3}) is None
+
+
 @pytest.mark.slow
 def test_same_seed_same_metrics(built, tmp_path):
     """Same seed, same data and same trained weights (hence metrics) on the CPU."""

@@ -38,7 +38,7 @@ from rlvr_lens.organism.corpus import SPLITS, CorpusConfig, generate_corpus, pre
 from rlvr_lens.organism.manifest import MANIFEST_NAME, OrganismManifest, Stage
 from rlvr_lens.organism.pretrain import ModelShape, TrainSettings
 from rlvr_lens.progress import progress
-from rlvr_lens.train.settings import GRPOSettings, new_name, upgrade_names
+from rlvr_lens.train.settings import GRPOSettings, new_name, upgrade_names, upgrade_settings_dict
 
 #: Bumped when the recipe changes what a configuration produces (invalidates cached builds).
 RECIPE_VERSION = 3
@@ -329,6 +329,21 @@ class _Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+def _with_new_names(saved: dict) -> dict:
+    """A saved configuration with the GRPO settings' names before issue 16 (``rl.clip_eps``, ...)
+    translated, so that a build made before the rename is still recognised (its hash differs)."""
+    saved = _as_json(saved)
+    if isinstance(saved.get("rl"), dict):
+        saved["rl"] = upgrade_settings_dict(saved["rl"])
+    if isinstance(saved.get("offpolicy"), dict):
+        saved["offpolicy"] = {new_name(k, OffPolicySettings): v for k, v in saved["offpolicy"].items()}
+    return saved
+
+
 def find_existing(root: str | os.PathLike, preset: str, seed: int, overrides: dict | None = None) -> OrganismManifest | None:
     """The complete build in ``root`` of this preset, seed and configuration, or ``None``."""
     config = config_dict(preset, seed, preset_config(preset, overrides))
@@ -336,7 +351,7 @@ def find_existing(root: str | os.PathLike, preset: str, seed: int, overrides: di
         manifest = OrganismManifest.load_dir(root)
     except UserError:
         return None
-    if manifest.config_hash != config_hash(config):
+    if manifest.config_hash != config_hash(config) and _with_new_names(manifest.config) != _as_json(config):
         return None
     if not all(manifest.checkpoint(s.name).is_dir() for s in manifest.stages):
         return None
