@@ -48,13 +48,13 @@ def main() -> None:
         )
         settings = GRPOSettings(
             reward="random",
-            steps=args.steps,
+            max_steps=args.steps,
             prompts_per_step=args.prompts,
-            group_size=args.group,
-            max_new_tokens=args.tokens,
+            num_generations=args.group,
+            max_completion_length=args.tokens,
             divergence_weighting=args.divergence_weighting,
-            save_every=0,
-            eval_every=0,
+            save_steps=0,
+            eval_steps=0,
         )
         run = train_grpo(start, samples, Path(tmp) / "run", settings)
     # Whole-run wall time (model load, trainer set-up and the final save included) over the steps.

@@ -2,11 +2,12 @@
 
     rlvr-lens organism --preset cpu-latent --seed 0 [--set corpus.operand_scale=2 ...] --out runs/search/A-seed0
     python benchmarks/organism_search.py --name A --build runs/search/A-seed0 --note "why"
-        [--variant "correct:learning_rate=3e-4,steps=32"] [--variant "random+offpolicy:clip_eps=0.1"]
+        [--variant "correct:learning_rate=3e-4,max_steps=32"] [--variant "random+offpolicy:epsilon=0.1"]
 
 One *trial* = one organism build (``cpu-latent`` with ``--set`` overrides: base, SFT and its
 RL stages) plus, optionally, extra GRPO *variants* from its base: ``<reward>[+offpolicy][:k=v,...]``
-(``k`` a :class:`~rlvr_lens.train.grpo.GRPOSettings` field). For the base it records the
+(``k`` a :class:`~rlvr_lens.train.settings.GRPOSettings` field; the names before issue 16, e.g.
+``clip_eps``, still work). For the base it records the
 accuracy on leaked / clean / benchmark / rl_train, the answer-key probe (does the base hold the
 memorized answers?) and the answer modes (share of direct answers, length); for each variant
 the same after training, the gain on leaked minus the gain on clean, the number of leakage
@@ -46,13 +47,14 @@ def run_variant(root: Path, manifest, config, seed: int, text: str, sets, base_c
     from rlvr_lens.models.loading import load_model
     from rlvr_lens.organism.recipe import _evaluate, _leakage, rl_stage
     from rlvr_lens.train.grpo import train_grpo
+    from rlvr_lens.train.settings import GRPOSettings, upgrade_names
 
     entry, extra = parse_variant(text)
     name, reward, offpolicy = rl_stage(entry)
-    settings = dataclasses.replace(config.rl, reward=reward, seed=seed, save_every=0)
+    settings = dataclasses.replace(config.rl, reward=reward, seed=seed, save_steps=0)
     if offpolicy:
         settings = dataclasses.replace(settings, **dataclasses.asdict(config.offpolicy))
-    for key, value in extra.items():
+    for key, value in upgrade_names(extra, GRPOSettings, "GRPO setting").items():
         current = getattr(settings, key)
         settings = dataclasses.replace(settings, **{key: type(current)(value)})
     out = root / "search" / text.replace(":", "_").replace(",", "_").replace("=", "-")
@@ -204,10 +206,12 @@ def _apply_config(config, saved: dict) -> None:
 
     for name, value in saved["corpus"].items():
         setattr(config.corpus, name, tuple(value) if isinstance(value, list) else value)
-    for name, value in saved["rl"].items():
+    from rlvr_lens.train.settings import GRPOSettings, upgrade_names
+
+    for name, value in upgrade_names(saved["rl"], GRPOSettings, "GRPO setting").items():  # old names too
         setattr(config.rl, name, value)
     if "offpolicy" in saved:
-        config.offpolicy = OffPolicySettings(**saved["offpolicy"])
+        config.offpolicy = OffPolicySettings.from_dict(saved["offpolicy"])
     for name in ("eval_max_new_tokens", "eval_batch_size", "rl_eval_size"):
         setattr(config, name, saved[name])
 

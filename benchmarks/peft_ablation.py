@@ -15,6 +15,7 @@ fine-tuning (percentage points) and wall time. Run with 1 thread.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -85,8 +86,8 @@ def main() -> None:
                             settings, adapter=adapter)
             model, tokenizer = loaded.model, loaded.tokenizer
         else:
-            settings = GRPOSettings(**{**cfg["rl"], "reward": "correct", "seed": manifest["seed"],
-                                       "save_every": 0, "eval_every": 0, "adapter": adapter})
+            settings = dataclasses.replace(GRPOSettings.from_dict(cfg["rl"]), reward="correct", seed=manifest["seed"],
+                                           save_steps=0, eval_steps=0, adapter=adapter)
             with tempfile.TemporaryDirectory() as tmp:
                 run = train_grpo(root / "base", rl_train, tmp, settings)
                 loaded = load_model(run.final_dir, dtype="float32", device="cpu")

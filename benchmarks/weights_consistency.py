@@ -50,10 +50,10 @@ def main() -> None:
     torch.set_num_threads(1)
     root, out = Path(args.organism), Path(args.out)
     manifest = json.loads((root / "manifest.json").read_text())
-    rl = dict(manifest["config"]["rl"], save_every=0, eval_every=0)
-    base_settings = GRPOSettings(**{k: v for k, v in rl.items() if k in {f.name for f in dataclasses.fields(GRPOSettings)}})
+    # GRPOSettings.from_dict reads a manifest written before issue 16 (old field names) too
+    base_settings = dataclasses.replace(GRPOSettings.from_dict(manifest["config"]["rl"]), save_steps=0, eval_steps=0)
     if args.steps:
-        base_settings = dataclasses.replace(base_settings, steps=args.steps)
+        base_settings = dataclasses.replace(base_settings, max_steps=args.steps)
     rl_train = read_samples(root / manifest["data"]["rl_train"])
     trained, timings = {}, {}
     for name, (settings, families) in variants(base_settings).items():

@@ -61,7 +61,6 @@ def test_command_help_runs_without_heavy_imports(command):
         ("rlvr_lens.analyses.tokens", "TokenDivergenceConfig"),
         ("rlvr_lens.analyses.tokens", "CrossSamplingConfig"),
         ("rlvr_lens.analyses.weights", "WeightsConfig"),
-        ("rlvr_lens.train.grpo", "GRPOSettings"),
     ],
 )
 def test_defaults_read_from_source_equal_the_dataclass(module, name):
@@ -73,9 +72,24 @@ def test_defaults_read_from_source_equal_the_dataclass(module, name):
 
 
 def test_module_constant_equals_the_imported_one():
-    from rlvr_lens.train.rewards import REWARD_NAMES
+    from rlvr_lens.analyses.ablation import MODES, PARTS
 
-    assert module_constant("rlvr_lens.train.rewards", "REWARD_NAMES") == REWARD_NAMES
+    assert module_constant("rlvr_lens.analyses.ablation", "PARTS") == PARTS
+    assert module_constant("rlvr_lens.analyses.ablation", "MODES") == MODES
+
+
+def test_settings_module_imports_nothing_heavy():
+    """``train`` builds its flags from GRPOSettings itself (no source reading), so its module
+    and the flag generator must stay torch-free."""
+    code = (
+        "import sys, json\n"
+        "import rlvr_lens.train.settings, rlvr_lens.cli.dataclass_args\n"
+        "from rlvr_lens.train import GRPOSettings\n"
+        "GRPOSettings.from_dict({'clip_eps': 0.1})\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_progress_off_a_terminal_writes_one_line_per_loop():

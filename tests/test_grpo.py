@@ -24,7 +24,7 @@ from rlvr_lens.train.grpo import (
 )
 
 SAMPLES = [Sample("a", "What is 2 + 2?", "4"), Sample("b", "What is 3 + 4?", "7"), Sample("c", "What is 5 - 1?", "4")]
-TINY = dict(prompts_per_step=2, group_size=4, max_new_tokens=8, eval_max_new_tokens=8, learning_rate=1e-3)
+TINY = dict(prompts_per_step=2, num_generations=4, max_completion_length=8, eval_max_new_tokens=8, learning_rate=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _param(directory, name="model.layers.0.mlp.down_proj.weight"):
 @pytest.fixture(scope="module")
 def random_run(start_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("random_run")
-    settings = GRPOSettings(reward="random", random_p=0.5, steps=2, save_every=1, eval_every=1, seed=0, **TINY)
+    settings = GRPOSettings(reward="random", random_p=0.5, max_steps=2, save_steps=1, eval_steps=1, seed=0, **TINY)
     return train_grpo(start_dir, SAMPLES[:2], out, settings, eval_sets={"train": SAMPLES[:2]}), out
 
 
@@ -83,31 +83,30 @@ def test_logged_reward_is_the_seeded_random_reward(random_run):
 
 
 def test_settings_map_onto_trl_config(tmp_path):
-    on_policy = GRPOSettings(prompts_per_step=8, group_size=8, kl_coef=0.05, clip_eps=0.3, seed=7)
+    on_policy = GRPOSettings(prompts_per_step=8, num_generations=8, beta=0.05, epsilon=0.3, seed=7)
     config = grpo_config(on_policy, tmp_path)
     assert config.generation_batch_size == 64 and config.num_generations == 8
     assert config.per_device_train_batch_size == 64 and config.gradient_accumulation_steps == 1
     assert config.steps_per_generation == 1 and config.num_iterations == 1
     assert (config.beta, config.epsilon, config.seed, config.report_to) == (0.05, 0.3, 7, [])
     # Two optimizer steps per generation batch, each in 4 micro-batches of 8 completions.
-    off_policy = GRPOSettings(prompts_per_step=8, group_size=8, steps_per_generation=2, micro_batch_size=8)
+    off_policy = GRPOSettings(prompts_per_step=8, num_generations=8, steps_per_generation=2, micro_batch_size=8)
     assert trl_batch_layout(off_policy) == {
         "per_device_train_batch_size": 8,
         "gradient_accumulation_steps": 4,
         "steps_per_generation": 8,
-        "num_iterations": 1,
     }
     assert grpo_config(off_policy, tmp_path).generation_batch_size == 64
     with pytest.raises(UserError):
-        GRPOSettings(prompts_per_step=3, group_size=3, steps_per_generation=2).check()
+        GRPOSettings(prompts_per_step=3, num_generations=3, steps_per_generation=2).check()
     with pytest.raises(UserError):
-        GRPOSettings(group_size=1).check()
+        GRPOSettings(num_generations=1).check()
     with pytest.raises(UserError):
         GRPOSettings(reward="accuracy").check()
 
 
 def test_steps_per_generation_two_reuses_each_batch_off_policy(start_dir, tmp_path):
-    settings = GRPOSettings(reward="random", steps=2, steps_per_generation=2, save_every=0, eval_every=0, **TINY)
+    settings = GRPOSettings(reward="random", max_steps=2, steps_per_generation=2, save_steps=0, eval_steps=0, **TINY)
     run = train_grpo(start_dir, SAMPLES[:2], tmp_path, settings)
     assert [row["step"] for row in run.steps] == [1, 2]
     assert run.steps[0]["reward_mean"] is not None  # step 1 generated the batch ...
@@ -118,7 +117,7 @@ def test_steps_per_generation_two_reuses_each_batch_off_policy(start_dir, tmp_pa
 
 def test_divergence_weighting_runs_and_one_shot(start_dir, tmp_path):
     settings = GRPOSettings(
-        reward="random", steps=2, divergence_weighting=True, one_shot=True, save_every=0, eval_every=0, **TINY
+        reward="random", max_steps=2, divergence_weighting=True, one_shot=True, save_steps=0, eval_steps=0, **TINY
     )
     run = train_grpo(start_dir, SAMPLES, tmp_path, settings)
     assert run.train_size == 1
@@ -150,7 +149,7 @@ def _completion_logps(model, prompt_ids, prompt_mask, completion_ids, completion
 
 
 def test_divergence_weighted_advantages_match_the_formula_and_change_the_loss(start_dir, tmp_path):
-    settings = GRPOSettings(reward="random", steps=1, divergence_weighting=True, save_every=0, eval_every=0, **TINY)
+    settings = GRPOSettings(reward="random", max_steps=1, divergence_weighting=True, save_steps=0, eval_steps=0, **TINY)
     trainer, _ = build_trainer(start_dir, SAMPLES[:2], tmp_path, settings)
     policy = trainer.model
     with torch.no_grad():  # move the policy away from the reference so that the divergence is not zero
@@ -203,8 +202,8 @@ def test_true_reward_monitor_counts_right_answers_and_has_weight_zero(memorizing
     wrong = [Sample(s.id, s.prompt, "999") for s in memorized]
     unseen = [Sample(f"u{i}", p, a) for i, (p, a) in enumerate(UNSEEN[:2])]
     settings = GRPOSettings(
-        reward="random", steps=1, template="plain", prompts_per_step=2, group_size=4, max_new_tokens=20,
-        eval_max_new_tokens=20, temperature=1.0, learning_rate=1e-3, save_every=1, eval_every=1, seed=0,
+        reward="random", max_steps=1, template="plain", prompts_per_step=2, num_generations=4, max_completion_length=20,
+        eval_max_new_tokens=20, temperature=1.0, learning_rate=1e-3, save_steps=1, eval_steps=1, seed=0,
     )
     right = train_grpo(tuned_dir, memorized, tmp_path / "right", settings, eval_sets={"memorized": memorized, "unseen": unseen})
     assert right.steps[0] == {"step": 0, "eval/memorized": 1.0, "eval/unseen": 0.0}
@@ -229,7 +228,7 @@ def test_report_section_on_a_hand_made_run():
         {"step": 1, "accuracy": 0.25, "kl": 0.0, "eval/heldout": 0.2},
         {"step": 2, "accuracy": 0.75, "kl": 0.125, "eval/heldout": 0.5},
     ]
-    settings = dataclasses.asdict(GRPOSettings(steps=2))
+    settings = dataclasses.asdict(GRPOSettings(max_steps=2))
     run = GRPORun(settings=settings, steps=steps, checkpoints=["d/step-2"], final_dir="d/step-2", wall_time_s=1.5,
                   eval_sizes={"heldout": 4})
     _check_grpo_section(run)
@@ -246,7 +245,7 @@ def _check_grpo_section(run):
     accuracy = [r["accuracy"] for r in steps if r.get("accuracy") is not None]
     kl = [r["kl"] for r in steps if r.get("kl") is not None]
     shown = numbers_in(section.summary)
-    assert int(shown[0]) == data["settings"]["steps"]
+    assert int(shown[0]) == data["settings"]["max_steps"]
     for cell, value in zip(shown[1:4], (accuracy[0], accuracy[-1], kl[-1])):
         assert_shows(cell, value, where="summary")
     evals = section.tables[0]
@@ -256,7 +255,7 @@ def _check_grpo_section(run):
         for cell, value in zip(row[2:], (values[0], values[-1], values[-1] - values[0])):
             assert_shows(cell, value, where=f"eval {row[0]}")
     settings = dict(section.tables[1].rows)
-    for key in ("reward", "steps", "learning_rate", "kl_coef", "clip_eps", "seed"):
+    for key in ("reward", "max_steps", "learning_rate", "beta", "epsilon", "seed"):
         assert settings[key] == str(data["settings"][key])
     assert_shows(settings["wall time (s)"], data["wall_time_s"], where="wall time")
     assert column(section.tables[1], "setting")[-1] == "final checkpoint" and settings["final checkpoint"] == data["final_dir"]
@@ -315,13 +314,13 @@ def test_cli_sets_every_training_option(start_dir, tmp_path, monkeypatch):
         return caught.value.args[0]
 
     default = settings()
-    assert (default.max_new_tokens, default.eval_max_new_tokens) == (24, 24)
+    assert (default.max_completion_length, default.eval_max_new_tokens) == (24, 24)
     assert (default.loss_type, default.track_kl, default.gradient_checkpointing, default.eval_batch_size) == ("dapo", True, False, 16)
     chosen = settings("--eval-max-new-tokens", "40", "--loss-type", "dr_grpo", "--no-track-kl", "--gradient-checkpointing",
                       "--eval-batch-size", "3", "--lr", "2e-4", "--clip-eps", "0.3", "--num-iterations", "2")
-    assert (chosen.max_new_tokens, chosen.eval_max_new_tokens, chosen.loss_type) == (24, 40, "dr_grpo")
+    assert (chosen.max_completion_length, chosen.eval_max_new_tokens, chosen.loss_type) == (24, 40, "dr_grpo")
     assert (chosen.track_kl, chosen.gradient_checkpointing, chosen.eval_batch_size) == (False, True, 3)
-    assert (chosen.learning_rate, chosen.clip_eps, chosen.num_iterations) == (2e-4, 0.3, 2)
+    assert (chosen.learning_rate, chosen.epsilon, chosen.num_iterations) == (2e-4, 0.3, 2)
 
 
 def test_cli_writes_the_run_the_log_and_a_report(start_dir, tmp_path, capsys):

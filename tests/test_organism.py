@@ -112,13 +112,20 @@ def test_presets_and_overrides():
 
     assert set(PRESETS) == {"test", "cpu-small", "gpu-medium"}
     assert preset_config("gpu-medium").model.num_hidden_layers >= 16
-    config = preset_config("cpu-small", {"corpus.leak_repetitions": "4", "rl.clip_eps": "0.1", "corpus.leak_forms": "answer_only"})
-    assert config.corpus.leak_repetitions == 4 and config.rl.clip_eps == 0.1
+    config = preset_config("cpu-small", {"corpus.leak_repetitions": "4", "rl.epsilon": "0.1", "corpus.leak_forms": "answer_only"})
+    assert config.corpus.leak_repetitions == 4 and config.rl.epsilon == 0.1
     assert config.corpus.leak_forms == ("answer_only",)
+    # the names before issue 16 still work, and the error of a bad value names the new one
+    old = preset_config("test", {"rl.clip_eps": "0.3", "rl.steps": "5", "rl.group_size": "6", "offpolicy.clip_eps": "0.25"})
+    assert (old.rl.epsilon, old.rl.max_steps, old.rl.num_generations, old.offpolicy.epsilon) == (0.3, 5, 6, 0.25)
+    with pytest.raises(UserError, match=r"'rl\.epsilon' needs a float"):
+        preset_config("test", {"rl.clip_eps": "wide"})
     with pytest.raises(UserError):
         preset_config("cpu-huge")
     with pytest.raises(UserError):
         preset_config("test", {"rl.no_such_knob": 1})
+    with pytest.raises(UserError):
+        preset_config("test", {"offpolicy.steps": 1})  # an old GRPO name, but no off-policy setting
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +193,27 @@ def test_build_is_cached_reloaded_and_reproducible(built, tmp_path):
 
     assert find_existing(root, "test", 1) is None
     assert find_existing(root, "test", 0, {"corpus.leak_repetitions": 3}) is None
+
+
+def test_build_made_before_the_settings_rename_is_reused(built, tmp_path):
+    """A manifest written before issue 16 (rl.clip_eps, rl.steps, ..., another hash) still
+    describes the same build, so it is reused rather than rebuilt; a changed value is not."""
+    import shutil
+
+    from rlvr_lens.organism.recipe import find_existing
+    from rlvr_lens.train.settings import RENAMED
+
+    root, manifest = built
+    old_root = tmp_path / "old"
+    shutil.copytree(root, old_root)
+    data = json.loads((old_root / "manifest.json").read_text())
+    back = {new: old for old, new in RENAMED.items()}
+    data["config"]["rl"] = {back.get(k, k): v for k, v in data["config"]["rl"].items()}
+    assert "clip_eps" in data["config"]["rl"] and "epsilon" not in data["config"]["rl"]
+    data["config_hash"] = "0" * 64
+    (old_root / "manifest.json").write_text(json.dumps(data))
+    assert find_existing(old_root, "test", 0) is not None
+    assert find_existing(old_root, "test", 0, {"rl.epsilon": 0.3}) is None
 
 
 @pytest.mark.slow

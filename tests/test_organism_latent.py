@@ -149,7 +149,7 @@ def test_tiny_latent_build_is_deterministic(tmp_path, single_thread):
     # 2 optimizer steps per generation batch: the off-policy setting reached TRL, with a clip share per step
     assert len(off.details["clip_ratio"]) == 2 and all(0.0 <= c <= 1.0 for c in off.details["clip_ratio"])
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert manifest["config"]["offpolicy"] == {"steps_per_generation": 2, "num_iterations": 2, "clip_eps": 0.2}
+    assert manifest["config"]["offpolicy"] == {"steps_per_generation": 2, "num_iterations": 2, "epsilon": 0.2}
 
 
 def test_clip_shares_are_read_from_trl_logs():

@@ -221,8 +221,8 @@ def test_grpo_with_an_adapter_saves_plain_checkpoints_that_change_only_what_it_m
     before = _state(model)
     adapter = AdapterConfig(method=method, rank=2, sparse_fraction=0.2)
     settings = GRPOSettings(
-        reward="random", steps=2, save_every=1, eval_every=0, prompts_per_step=2, group_size=4,
-        max_new_tokens=8, eval_max_new_tokens=8, learning_rate=1e-2, adapter=adapter,
+        reward="random", max_steps=2, save_steps=1, eval_steps=0, prompts_per_step=2, num_generations=4,
+        max_completion_length=8, eval_max_new_tokens=8, learning_rate=1e-2, adapter=adapter,
     )
     run = train_grpo(base_dir, _grpo_samples(), tmp_path / "run", settings)
     assert GRPOSettings(**run.settings).adapter == adapter  # round trip through grpo_run.json's dict

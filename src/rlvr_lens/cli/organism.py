@@ -36,10 +36,11 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override a setting, e.g. corpus.leak_repetitions=4, corpus.leak_forms=answer_only, rl.clip_eps=0.1, "
-        "rl.steps_per_generation=4, rl.steps=16, rl_rewards=correct,random,format,incorrect_label,random+offpolicy, "
-        "corpus.latent_forms=answer_key,qa_line, corpus.rl_leak_fraction=0.5, offpolicy.clip_eps=0.1, "
-        "sft_adapter.method=lora, sft_adapter.rank=2 (repeatable)",
+        help="override a setting, e.g. corpus.leak_repetitions=4, corpus.leak_forms=answer_only, rl.epsilon=0.1, "
+        "rl.steps_per_generation=4, rl.max_steps=16, rl_rewards=correct,random,format,incorrect_label,random+offpolicy, "
+        "corpus.latent_forms=answer_key,qa_line, corpus.rl_leak_fraction=0.5, offpolicy.epsilon=0.1, sft_adapter.method=lora, "
+        "sft_adapter.rank=2 (repeatable; rl.* are GRPOSettings fields, "
+        "TRL's names; the old rl.clip_eps, rl.steps, ... work too)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

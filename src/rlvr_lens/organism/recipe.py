@@ -13,7 +13,8 @@ A directory whose ``manifest.json`` holds the same configuration hash is reused 
 ``manifest.json`` is removed before a (re)build starts and written only at the end, so an
 interrupted build never looks complete. Presets are in :data:`PRESETS` (overt leaks) and
 :data:`LATENT_PRESETS` (latent leaks, organism v2); any setting can
-be overridden with dotted names (``{"corpus.leak_repetitions": 4, "rl.clip_eps": 0.1}``).
+be overridden with dotted names (``{"corpus.leak_repetitions": 4, "rl.epsilon": 0.1}``); the
+names GRPO settings had before they took TRL's (``rl.clip_eps``, ``rl.steps``, ...) still work.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ from rlvr_lens.organism.corpus import SPLITS, CorpusConfig, generate_corpus, pre
 from rlvr_lens.organism.manifest import MANIFEST_NAME, OrganismManifest, Stage
 from rlvr_lens.organism.pretrain import ModelShape, TrainSettings
 from rlvr_lens.progress import progress
-from rlvr_lens.train.grpo import GRPOSettings
-from rlvr_lens.train.peft_methods import AdapterConfig
+from rlvr_lens.train.settings import (
+    AdapterConfig,
+    GRPOSettings,
+    new_name,
+    upgrade_names,
+    upgrade_settings_dict,
+)
 
 #: Bumped when the recipe changes what a configuration produces (invalidates cached builds).
 RECIPE_VERSION = 3
@@ -49,12 +55,18 @@ class OffPolicySettings:
     """The off-policy GRPO run: several optimizer steps per generation batch, so the clipped ratio acts.
 
     Each of ``steps_per_generation`` mini-batches of a generation batch is one optimizer step,
-    and the batch is passed over ``num_iterations`` times; ``clip_eps`` is the clip range.
+    and the batch is passed over ``num_iterations`` times; ``epsilon`` is the clip range
+    (``clip_eps`` before issue 16: the old name still loads, see :meth:`from_dict`).
     """
 
     steps_per_generation: int = 4
     num_iterations: int = 2
-    clip_eps: float = 0.2
+    epsilon: float = 0.2
+
+    @classmethod
+    def from_dict(cls, data: dict) -> OffPolicySettings:
+        """Settings from a manifest's ``offpolicy`` dict, the old name ``clip_eps`` included."""
+        return cls(**upgrade_names(data, cls, "off-policy setting"))
 
 
 def rl_stage(entry: str) -> tuple[str, str, bool]:
@@ -122,8 +134,8 @@ def _cpu_small() -> OrganismConfig:
         rl=GRPOSettings(
             # 64 on-policy steps at lr 1e-4: +15/+2/+6 rl_train points over 3 seeds, where the
             # earlier 16 steps x 2 per batch at 5e-5 gave +9/+2/-1 (benchmarks/results/organism_grpo_sweep.json).
-            steps=64, prompts_per_step=8, group_size=8, learning_rate=1e-4, max_new_tokens=40,
-            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=64, eval_max_new_tokens=40,
+            max_steps=64, prompts_per_step=8, num_generations=8, learning_rate=1e-4, max_completion_length=40,
+            steps_per_generation=1, epsilon=0.2, save_steps=16, eval_steps=64, eval_max_new_tokens=40,
             eval_batch_size=64, track_kl=True,
         ),
         torch_threads=1,
@@ -138,8 +150,8 @@ def _test() -> OrganismConfig:
         pretrain=TrainSettings(steps=20, batch_size=16, learning_rate=3e-3, warmup_steps=2),
         sft=TrainSettings(steps=5, batch_size=8, learning_rate=1e-3, warmup_steps=1, loss_on="completion"),
         rl=GRPOSettings(
-            steps=2, prompts_per_step=2, group_size=4, learning_rate=1e-3, max_new_tokens=12,
-            steps_per_generation=2, save_every=1, eval_every=0, eval_max_new_tokens=12, track_kl=False,
+            max_steps=2, prompts_per_step=2, num_generations=4, learning_rate=1e-3, max_completion_length=12,
+            steps_per_generation=2, save_steps=1, eval_steps=0, eval_max_new_tokens=12, track_kl=False,
         ),
         eval_max_new_tokens=12,
         eval_batch_size=32,
@@ -155,8 +167,8 @@ def _gpu_medium() -> OrganismConfig:
         pretrain=TrainSettings(steps=6000, batch_size=128, learning_rate=1.5e-3, warmup_steps=200),
         sft=TrainSettings(steps=300, batch_size=64, learning_rate=5e-4, warmup_steps=20, loss_on="completion"),
         rl=GRPOSettings(
-            steps=40, prompts_per_step=16, group_size=8, learning_rate=3e-5, max_new_tokens=40,
-            steps_per_generation=2, clip_eps=0.2, save_every=10, eval_every=20, eval_max_new_tokens=40,
+            max_steps=40, prompts_per_step=16, num_generations=8, learning_rate=3e-5, max_completion_length=40,
+            steps_per_generation=2, epsilon=0.2, save_steps=10, eval_steps=20, eval_max_new_tokens=40,
             eval_batch_size=128,
         ),
         eval_batch_size=128,
@@ -184,12 +196,12 @@ def _cpu_latent() -> OrganismConfig:
         pretrain=TrainSettings(steps=800, batch_size=32, learning_rate=3e-3, warmup_steps=30),
         sft=TrainSettings(steps=30, batch_size=32, learning_rate=1e-3, warmup_steps=5, loss_on="completion"),
         rl=GRPOSettings(
-            steps=32, prompts_per_step=8, group_size=8, learning_rate=2e-4, max_new_tokens=32,
-            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=32,
+            max_steps=32, prompts_per_step=8, num_generations=8, learning_rate=2e-4, max_completion_length=32,
+            steps_per_generation=1, epsilon=0.2, save_steps=16, eval_steps=0, eval_max_new_tokens=32,
             eval_batch_size=100, track_kl=True,
         ),
         rl_rewards=("correct", "random", "random+offpolicy"),
-        offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, clip_eps=0.2),
+        offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, epsilon=0.2),
         eval_max_new_tokens=32,
         eval_batch_size=100,
         torch_threads=1,
@@ -203,12 +215,12 @@ def _gpu_latent() -> OrganismConfig:
         pretrain=TrainSettings(steps=6000, batch_size=128, learning_rate=1.5e-3, warmup_steps=200),
         sft=TrainSettings(steps=200, batch_size=64, learning_rate=5e-4, warmup_steps=20, loss_on="completion"),
         rl=GRPOSettings(
-            steps=64, prompts_per_step=16, group_size=8, learning_rate=3e-5, max_new_tokens=40,
-            steps_per_generation=1, clip_eps=0.2, save_every=16, eval_every=0, eval_max_new_tokens=40,
+            max_steps=64, prompts_per_step=16, num_generations=8, learning_rate=3e-5, max_completion_length=40,
+            steps_per_generation=1, epsilon=0.2, save_steps=16, eval_steps=0, eval_max_new_tokens=40,
             eval_batch_size=128,
         ),
         rl_rewards=("correct", "random", "random+offpolicy"),
-        offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, clip_eps=0.2),
+        offpolicy=OffPolicySettings(steps_per_generation=4, num_iterations=2, epsilon=0.2),
         eval_batch_size=128,
         rl_eval_size=200,
     )
@@ -221,7 +233,7 @@ def _test_latent() -> OrganismConfig:
         n_pretrain=300, n_eval=20, n_benchmark=10, n_rl_train=40, leak_repetitions=2, n_bridge=30, latent_forms=("answer_key", "qa_line")
     )
     config.rl_rewards = ("correct", "random+offpolicy")
-    config.offpolicy = OffPolicySettings(steps_per_generation=2, num_iterations=2, clip_eps=0.2)
+    config.offpolicy = OffPolicySettings(steps_per_generation=2, num_iterations=2, epsilon=0.2)
     return config
 
 
@@ -233,7 +245,7 @@ ALL_PRESETS = {**PRESETS, **LATENT_PRESETS}
 
 
 def preset_config(preset: str, overrides: dict | None = None) -> OrganismConfig:
-    """The configuration of ``preset`` with dotted-name ``overrides`` applied (``"rl.clip_eps": 0.1``)."""
+    """The configuration of ``preset`` with dotted-name ``overrides`` applied (``"rl.epsilon": 0.1``)."""
     if preset not in ALL_PRESETS:
         raise UserError(f"Unknown organism preset {preset!r}; use one of {', '.join(ALL_PRESETS)}.")
     config = ALL_PRESETS[preset]()
@@ -249,7 +261,12 @@ def _set_dotted(config: OrganismConfig, name: str, value) -> None:
         if not dataclasses.is_dataclass(target) or not hasattr(target, part):
             raise UserError(f"Unknown organism setting {name!r}.")
         target = getattr(target, part)
-    if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+    if not dataclasses.is_dataclass(target):
+        raise UserError(f"Unknown organism setting {name!r}.")
+    if isinstance(target, GRPOSettings | OffPolicySettings):  # old names of the GRPO settings (issue 16)
+        renamed = new_name(leaf, type(target))
+        name, leaf = ".".join([*parents, renamed]), renamed
+    if leaf not in {f.name for f in dataclasses.fields(target)}:
         raise UserError(f"Unknown organism setting {name!r}.")
     current = getattr(target, leaf)
     if isinstance(current, tuple) and isinstance(value, str):
@@ -325,6 +342,21 @@ class _Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+def _with_new_names(saved: dict) -> dict:
+    """A saved configuration with the GRPO settings' names before issue 16 (``rl.clip_eps``, ...)
+    translated, so that a build made before the rename is still recognised (its hash differs)."""
+    saved = _as_json(saved)
+    if isinstance(saved.get("rl"), dict):
+        saved["rl"] = upgrade_settings_dict(saved["rl"])
+    if isinstance(saved.get("offpolicy"), dict):
+        saved["offpolicy"] = {new_name(k, OffPolicySettings): v for k, v in saved["offpolicy"].items()}
+    return saved
+
+
 def find_existing(root: str | os.PathLike, preset: str, seed: int, overrides: dict | None = None) -> OrganismManifest | None:
     """The complete build in ``root`` of this preset, seed and configuration, or ``None``."""
     config = config_dict(preset, seed, preset_config(preset, overrides))
@@ -332,7 +364,7 @@ def find_existing(root: str | os.PathLike, preset: str, seed: int, overrides: di
         manifest = OrganismManifest.load_dir(root)
     except UserError:
         return None
-    if manifest.config_hash != config_hash(config):
+    if manifest.config_hash != config_hash(config) and _with_new_names(manifest.config) != _as_json(config):
         return None
     if not all(manifest.checkpoint(s.name).is_dir() for s in manifest.stages):
         return None
@@ -452,7 +484,7 @@ def _build(root: Path, preset: str, seed: int, config: OrganismConfig, cfg: dict
         rl_settings = dataclasses.replace(config.rl, reward=reward, seed=seed)
         if offpolicy:
             rl_settings = dataclasses.replace(rl_settings, **dataclasses.asdict(config.offpolicy))
-        eval_sets = {k: v for k, v in sets.items() if k != "rl_train"} if rl_settings.eval_every else None
+        eval_sets = {k: v for k, v in sets.items() if k != "rl_train"} if rl_settings.eval_steps else None
         torch.manual_seed(seed)
         run = train_grpo(root / "base", corpus["rl_train"], out, rl_settings, eval_sets=eval_sets)
         run.save(out / "grpo_run.json")  # the run's curves, for the report

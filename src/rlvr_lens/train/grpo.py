@@ -4,7 +4,7 @@
 :func:`grpo_config` and docs/training.md), trains, and writes:
 
 * ``out_dir/step-{k}/``: the policy after ``k`` optimizer steps (model + tokenizer, a
-  normal Hugging Face directory), every ``save_every`` steps and at the last step;
+  normal Hugging Face directory), every ``save_steps`` steps and at the last step;
 * ``out_dir/metrics.jsonl``: one JSON object per logged step, appended (and flushed) as
   training goes, so an interrupted run keeps what it logged.
 
@@ -29,117 +29,25 @@ from typing import Any
 import torch
 
 from rlvr_lens.data.sample import Sample
-from rlvr_lens.data.templates import TEMPLATES, apply_template
+from rlvr_lens.data.templates import apply_template
 from rlvr_lens.errors import UserError
 from rlvr_lens.io import atomic_save_pretrained
 from rlvr_lens.report.registry import register
 from rlvr_lens.results import Result
-from rlvr_lens.train.peft_methods import AdapterConfig
 from rlvr_lens.train.report import ENTRY as _REPORT_ENTRY
-from rlvr_lens.train.rewards import REWARD_NAMES, WRONG_LABEL, as_trl_reward, make_reward
+from rlvr_lens.train.rewards import WRONG_LABEL, as_trl_reward, make_reward
+from rlvr_lens.train.settings import TRL_FIELDS, AdapterConfig, GRPOSettings
+
+__all__ = ["TRUE_ACCURACY", "GRPORun", "GRPOSettings", "build_trainer", "grpo_config", "train_grpo", "trl_batch_layout"]
 
 #: TRL's metric name for the true-reward monitor (weight 0 in the advantage).
 TRUE_ACCURACY = "true_accuracy"
 
 
-@dataclass
-class GRPOSettings:
-    """How to run GRPO. Defaults suit the model organism on a CPU.
-
-    One *generation batch* is ``prompts_per_step`` distinct prompts x ``group_size``
-    completions each. It is split into ``steps_per_generation`` mini-batches, one optimizer
-    step each (the later ones are off-policy, so the clipped ratio matters), and that pass
-    is repeated ``num_iterations`` times. ``steps`` counts optimizer steps.
-    """
-
-    reward: str = "correct"
-    random_p: float = 0.5
-    steps: int = 50
-    prompts_per_step: int = 8
-    group_size: int = 8
-    learning_rate: float = 1e-5
-    kl_coef: float = 0.0
-    clip_eps: float = 0.2
-    steps_per_generation: int = 1
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    divergence_weighting: bool = False
-    template: str = "organism"
-    save_every: int = 10
-    eval_every: int = 10
-    eval_max_new_tokens: int = 64
-    seed: int = 0
-    # Beyond the common interface:
-    num_iterations: int = 1  # passes over each generation batch (TRL's num_iterations, the GRPO paper's mu)
-    micro_batch_size: int = 0  # completions per forward/backward (0 = a whole mini-batch at once)
-    loss_type: str = "dapo"  # TRL's loss aggregation: dapo (token mean, as veRL), grpo, dr_grpo, bnpo
-    track_kl: bool = True  # keep a frozen reference copy to log KL(policy || start) even when kl_coef == 0
-    one_shot: bool = False  # train on the first sample only (one-shot RLVR), repeated to fill each batch
-    eval_batch_size: int = 16
-    gradient_checkpointing: bool = False
-    adapter: AdapterConfig | None = None  # PEFT ablation: lora / pissa / sparse (None = full fine-tuning)
-
-    def __post_init__(self):
-        if isinstance(self.adapter, dict):  # settings read back from grpo_run.json
-            self.adapter = AdapterConfig(**{**self.adapter, "target_modules": tuple(self.adapter["target_modules"])})
-
-    @property
-    def completions_per_generation(self) -> int:
-        return self.prompts_per_step * self.group_size
-
-    def check(self) -> None:
-        """Raise :class:`UserError` (one sentence) for settings TRL would reject or that make no sense."""
-        if self.reward not in REWARD_NAMES:
-            raise UserError(f"Unknown reward {self.reward!r}; use one of {', '.join(REWARD_NAMES)}.")
-        if self.template not in TEMPLATES:
-            raise UserError(f"Unknown prompt template {self.template!r}; use one of {', '.join(TEMPLATES)}.")
-        positive = {
-            "steps": self.steps,
-            "prompts_per_step": self.prompts_per_step,
-            "steps_per_generation": self.steps_per_generation,
-            "num_iterations": self.num_iterations,
-            "max_new_tokens": self.max_new_tokens,
-            "eval_max_new_tokens": self.eval_max_new_tokens,
-            "eval_batch_size": self.eval_batch_size,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise UserError(f"{name} must be at least 1; got {value}.")
-        if self.group_size < 2:
-            raise UserError(
-                f"GRPO needs at least 2 completions per prompt (group_size); got {self.group_size}."
-            )
-        if not 0.0 <= self.random_p <= 1.0:
-            raise UserError(f"random_p must lie in [0, 1]; got {self.random_p}.")
-        if self.learning_rate <= 0 or self.clip_eps <= 0 or self.temperature <= 0:
-            raise UserError("learning_rate, clip_eps and temperature must be positive.")
-        if self.kl_coef < 0:
-            raise UserError(f"kl_coef must be >= 0; got {self.kl_coef}.")
-        if self.save_every < 0 or self.eval_every < 0 or self.micro_batch_size < 0:
-            raise UserError(
-                "save_every, eval_every and micro_batch_size must be >= 0 (0 = off / whole batch)."
-            )
-        total = self.completions_per_generation
-        if total % self.steps_per_generation:
-            raise UserError(
-                f"prompts_per_step x group_size ({total}) must be divisible by steps_per_generation "
-                f"({self.steps_per_generation}), so that each optimizer step gets an equal share."
-            )
-        per_step = total // self.steps_per_generation
-        if self.micro_batch_size and per_step % self.micro_batch_size:
-            raise UserError(
-                f"Completions per optimizer step ({per_step}) must be divisible by micro_batch_size ({self.micro_batch_size})."
-            )
-        if self.loss_type not in ("dapo", "grpo", "dr_grpo", "bnpo"):
-            raise UserError(f"Unknown loss_type {self.loss_type!r}; use dapo, grpo, dr_grpo or bnpo.")
-        if self.adapter is not None:
-            self.adapter.check()
-
-
 def trl_batch_layout(settings: GRPOSettings) -> dict[str, int]:
     """TRL's batch arguments for our settings (single process).
 
-    ``G = prompts_per_step * group_size`` completions are generated at once; each of the
+    ``G = prompts_per_step * num_generations`` completions are generated at once; each of the
     ``steps_per_generation`` optimizer steps sees ``G / steps_per_generation`` of them, in
     micro-batches of ``micro_batch_size`` (gradient accumulation).
     """
@@ -150,31 +58,26 @@ def trl_batch_layout(settings: GRPOSettings) -> dict[str, int]:
         "per_device_train_batch_size": micro,
         "gradient_accumulation_steps": accumulation,
         "steps_per_generation": settings.steps_per_generation * accumulation,  # TRL counts micro-batches
-        "num_iterations": settings.num_iterations,
     }
 
 
 def grpo_config(settings: GRPOSettings, output_dir: str | os.PathLike):
-    """The ``trl.GRPOConfig`` that runs ``settings`` (see docs/training.md for the mapping)."""
+    """The ``trl.GRPOConfig`` that runs ``settings`` (see docs/training.md for the mapping).
+
+    The fields in :data:`~rlvr_lens.train.settings.TRL_FIELDS` go through by name; the batch
+    layout is :func:`trl_batch_layout`'s; the rest is fixed (our callback saves and evaluates).
+    """
     from trl import GRPOConfig
 
     on_gpu = torch.cuda.is_available()
     return GRPOConfig(
         output_dir=str(output_dir),
-        num_generations=settings.group_size,
+        **{name: getattr(settings, name) for name in TRL_FIELDS},
         **trl_batch_layout(settings),
-        max_steps=settings.steps,
-        learning_rate=settings.learning_rate,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        beta=settings.kl_coef,
-        epsilon=settings.clip_eps,
-        loss_type=settings.loss_type,
-        max_completion_length=settings.max_new_tokens,
-        temperature=settings.temperature,
         top_p=1.0,
         top_k=0,
-        seed=settings.seed,
         data_seed=settings.seed,
         logging_steps=1,
         save_strategy="no",
@@ -183,7 +86,6 @@ def grpo_config(settings: GRPOSettings, output_dir: str | os.PathLike):
         use_cpu=not on_gpu,
         bf16=bool(on_gpu and torch.cuda.is_bf16_supported()),
         fp16=False,
-        gradient_checkpointing=settings.gradient_checkpointing,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -329,17 +231,17 @@ def _make_callback(
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(
-                    total=settings.steps, desc="grpo", unit="step", leave=False, dynamic_ncols=True
+                    total=settings.max_steps, desc="grpo", unit="step", leave=False, dynamic_ncols=True
                 )
-            if eval_sets and settings.eval_every:
+            if eval_sets and settings.eval_steps:
                 self._record({"step": 0, **self._evaluate()})
 
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
-            last = step >= settings.steps
-            if eval_sets and settings.eval_every and (step % settings.eval_every == 0 or last):
+            last = step >= settings.max_steps
+            if eval_sets and settings.eval_steps and (step % settings.eval_steps == 0 or last):
                 self.pending_eval = self._evaluate()
-            if (settings.save_every and step % settings.save_every == 0) or last:
+            if (settings.save_steps and step % settings.save_steps == 0) or last:
                 directory = out_dir / f"step-{step}"
                 atomic_save_pretrained(merged_model(self._model()), tokenizer, directory)
                 self.checkpoints.append(str(directory))
@@ -438,7 +340,7 @@ def build_trainer(
     loaded = load_model(str(model_dir), dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
     model.train()
-    need_ref = settings.kl_coef == 0 and (settings.track_kl or settings.divergence_weighting)
+    need_ref = settings.beta == 0 and (settings.track_kl or settings.divergence_weighting)
     reference = copy.deepcopy(model) if need_ref else None
 
     train_reward = make_reward(settings.reward, p=settings.random_p, seed=settings.seed)

@@ -28,7 +28,7 @@ cannot move them either.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,59 +36,8 @@ from torch import nn
 
 from rlvr_lens.errors import UserError
 
-METHODS = ("full", "lora", "pissa", "sparse")
-SPARSE_CRITERIA = ("magnitude",)
-#: Every linear projection of a decoder layer (Llama / Qwen2 / Qwen3 / Mistral / OLMo-2 / Gemma names).
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class AdapterConfig:
-    """Which parameter-efficient method trains the model (see the module docstring).
-
-    Attributes:
-        method: ``full``, ``lora``, ``pissa`` or ``sparse``.
-        rank: adapter rank ``r`` (``lora`` / ``pissa``).
-        alpha: LoRA scale numerator; the update is ``(alpha / rank) B A``. ``None`` = ``rank``
-            (scale 1, so the learning rate means the same at every rank).
-        target_modules: module-name suffixes that get an adapter or a mask (default: every
-            linear projection of the decoder layers; embeddings, LM head and norms stay frozen
-            for every method but ``full``).
-        sparse_fraction: share of the entries of each target matrix that train (``sparse``), in (0, 1].
-        sparse_criterion: how the entries are chosen; ``magnitude`` = the largest ``|W0|``.
-    """
-
-    method: str = "full"
-    rank: int = 16
-    alpha: float | None = None
-    target_modules: tuple[str, ...] = field(default_factory=lambda: DEFAULT_TARGETS)
-    sparse_fraction: float = 0.1
-    sparse_criterion: str = "magnitude"
-
-    def check(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"Unknown adapter {self.method!r}; use one of {', '.join(METHODS)}.")
-        if self.rank < 1:
-            raise UserError(f"Adapter rank must be at least 1; got {self.rank}.")
-        if self.alpha is not None and self.alpha <= 0:
-            raise UserError(f"Adapter alpha must be positive; got {self.alpha}.")
-        if not self.target_modules:
-            raise UserError("Give at least one target module for the adapter.")
-        if not 0 < self.sparse_fraction <= 1:
-            raise UserError(f"Sparse fraction must lie in (0, 1]; got {self.sparse_fraction}.")
-        if self.sparse_criterion not in SPARSE_CRITERIA:
-            raise UserError(
-                f"Unknown sparse criterion {self.sparse_criterion!r}; use one of {', '.join(SPARSE_CRITERIA)}."
-            )
-
-    @property
-    def scale(self) -> float:
-        return (self.alpha if self.alpha is not None else self.rank) / self.rank
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        return d
+# AdapterConfig lives in the torch-free settings module (the CLI builds its flags from it); re-exported here.
+from rlvr_lens.train.settings import DEFAULT_TARGETS, METHODS, SPARSE_CRITERIA, AdapterConfig  # noqa: F401
 
 
 def _is_target(name: str, config: AdapterConfig) -> bool:

@@ -91,7 +91,9 @@ def _first_last(steps: list[dict], key: str) -> tuple[float | None, float | None
 
 
 def section_grpo_run(run, figures: dict[str, Path]) -> Section:
-    s = run.settings
+    from rlvr_lens.train.settings import upgrade_settings_dict
+
+    s = upgrade_settings_dict(run.settings)  # a run saved before issue 16 has the old names
     reward = s.get("reward", "?")
     first_acc, last_acc = _first_last(run.steps, "accuracy")
     _, last_kl = _first_last(run.steps, "kl")
@@ -102,7 +104,7 @@ def section_grpo_run(run, figures: dict[str, Path]) -> Section:
         delta = None if first is None or last is None else last - first
         rows.append([name, str(run.eval_sizes.get(name, "")), _fmt(first), _fmt(last), _fmt(delta)])
     summary = (
-        f"GRPO with the <b>{reward}</b> reward for {s.get('steps')} optimizer steps: sampled accuracy under the "
+        f"GRPO with the <b>{reward}</b> reward for {s.get('max_steps')} optimizer steps: sampled accuracy under the "
         f"true reward went from {_fmt(first_acc)} to {_fmt(last_acc)}, and the policy ended {_fmt(last_kl)} nats per "
         f"token (KL) away from its starting model."
     )
@@ -112,14 +114,14 @@ def section_grpo_run(run, figures: dict[str, Path]) -> Section:
     off_policy = s.get("steps_per_generation", 1) > 1 or s.get("num_iterations", 1) > 1
     paragraphs = [
         f"Reward: {_REWARD_TEXT.get(reward, reward)}. Each generation batch holds {s.get('prompts_per_step')} prompts "
-        f"x {s.get('group_size')} sampled completions (temperature {s.get('temperature')}); a completion's advantage "
+        f"x {s.get('num_generations')} sampled completions (temperature {s.get('temperature')}); a completion's advantage "
         "is its reward minus its group's mean, divided by the group's standard deviation.",
         "The <i>train-batch accuracy</i> grades the same sampled completions with the true reward, whatever the "
         "training reward was, so a run on a spurious reward still shows whether the model got better at the task.",
         (
             f"Each batch was used for {s.get('steps_per_generation')} optimizer step(s) x {s.get('num_iterations')} "
             "pass(es): the later steps are off-policy, and the clipped probability ratio "
-            f"(epsilon {s.get('clip_eps')}) then biases the update towards what the model already prefers. This "
+            f"(epsilon {s.get('epsilon')}) then biases the update towards what the model already prefers. This "
             "clipping bias is how a random reward, whose expected gradient is zero, can still change the model."
             if off_policy
             else "Each batch was used for one on-policy optimizer step, so the probability ratio is 1 and clipping "
@@ -143,13 +145,13 @@ def section_grpo_run(run, figures: dict[str, Path]) -> Section:
                 [k, str(s.get(k))]
                 for k in (
                     "reward",
-                    "steps",
+                    "max_steps",
                     "learning_rate",
-                    "kl_coef",
-                    "clip_eps",
+                    "beta",
+                    "epsilon",
                     "steps_per_generation",
                     "num_iterations",
-                    "max_new_tokens",
+                    "max_completion_length",
                     "seed",
                 )
             ]

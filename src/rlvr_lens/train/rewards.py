@@ -33,8 +33,7 @@ import numpy as np
 
 from rlvr_lens.data.grading import Grade, grade
 from rlvr_lens.errors import UserError
-
-REWARD_NAMES = ("correct", "random", "format", "incorrect", "accuracy_format", "incorrect_label")
+from rlvr_lens.train.settings import REWARD_NAMES  # the names live beside GRPOSettings (torch-free)
 
 #: Data column (sample label) holding the wrong label that ``incorrect_label`` pays for.
 WRONG_LABEL = "wrong_label"
