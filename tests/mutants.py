@@ -34,6 +34,17 @@ class Mutant:
 
 TOKENS = "tests/test_tokens.py"
 MUTANTS = [
+    # --- GRPOSettings on TRL's names (issue 16, last item)
+    Mutant("grpo-config-drops-trl-fields", "src/rlvr_lens/train/grpo.py",
+           "        **{name: getattr(settings, name) for name in TRL_FIELDS},\n",
+           "        **{name: getattr(settings, name) for name in TRL_FIELDS if name != \"beta\"},\n",
+           ("tests/test_grpo_settings.py -k trl_named_fields",)),
+    Mutant("bool-switch-inverted", "src/rlvr_lens/cli/dataclass_args.py",
+           'action="store_false", default=True', 'action="store_true", default=True',
+           ("tests/test_grpo_settings.py -k round_trip",)),
+    Mutant("old-name-not-upgraded", "src/rlvr_lens/train/settings.py",
+           '    "eval_every": "eval_steps",\n', "",
+           ("tests/test_grpo_settings.py -k old",)),
     # --- hooks and adapters: patching a different value
     Mutant("patch-output-hook-ignored", "src/rlvr_lens/models/hooks.py",
            "return _with_first(out, replaced(_first(out), replacement))", "return out",
