@@ -101,11 +101,13 @@ def main() -> None:
         xticklabels=[f"seed {s}\nbase | tuned" for s in range(len(circuits))],
         ylabel="lens state",
     )
-    axes[3].set(title=f"separation, {args.group} vs stable (dotted: null 95 %)", xlabel="layer", ylabel="separation")
+    axes[3].set(title=f"separation, {args.group} vs stable\n(dotted: permutation null, 95 %)", xlabel="layer", ylabel="separation")
     for axis in (axes[0], axes[1], axes[3]):
         axis.xaxis.get_major_locator().set_params(integer=True)
     if representation:
         axes[3].legend(fontsize=8)
+    for axis in axes:
+        axis.title.set_fontsize(10)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
