@@ -10,7 +10,7 @@ import pytest
 from rlvr_lens.analyses import verdict as V
 from rlvr_lens.analyses.ablation import AblationResult, VariantAccuracy
 from rlvr_lens.analyses.circuits import CircuitsConfig, CircuitsResult
-from rlvr_lens.analyses.localization import LocalizationConfig, localize
+from rlvr_lens.analyses.localization import localize
 from rlvr_lens.analyses.patching import DirectionResult, PatchingResult, Variant
 from rlvr_lens.analyses.scoreboard import DETECTOR_BAR, ScoreboardResult, SignalScore, TaskScores
 from rlvr_lens.analyses.steering import SteeringCurve, SteeringResult

@@ -4,8 +4,8 @@ memorized answers, or undetermined? Computed from whichever results an audit pro
 Each result kind that carries evidence has an *evidence function* (``@evidence("kind")``)
 that turns the result's JSON form into :class:`Signal` s, one per tuned checkpoint it
 covers. A new analysis plugs in by adding one such function; nothing else changes. Every
-signal is a paired comparison of the tuned model with its base **on the same samples**,
-with a 95% bootstrap interval over samples (:mod:`rlvr_lens.analyses.stats`), so no claim
+signal carries a 95% bootstrap interval over samples (:mod:`rlvr_lens.analyses.stats`; the
+accuracy and perplexity ones compare tuned with base **on the same samples**), so no claim
 rests on a difference that could be noise. The signals today:
 
 * **gain** (``evaluation``, else ``token_divergence``): accuracy of tuned minus base.
@@ -17,8 +17,30 @@ rests on a difference that could be noise. The signals today:
   answer a model produces when shown only the first fraction of the problem (the smallest
   fraction probed), tuned minus base. Answering a problem one has not been shown is
   retrieval, not reasoning.
-* **context** (``token_divergence``): how much of the next-token distribution moved;
-  reported, not used for the decision (a sparse change fits both explanations).
+* **detectors flag the gain samples** (``scoreboard``, task leakage vs stable): a published
+  membership detector (loss, zlib, Min-K%, Min-K%++; not the reference ratio, which
+  separates any changed answer) whose AUROC interval's lower end clears the scoreboard's
+  detector bar 0.9; k and the flagging threshold come from the scoreboard's calibration
+  split. Ruled out when every detector's upper end is below the bar. Not decisive.
+* **corroborating** signals (``circuits``, ``ablation``, ``steering``): a localized,
+  leakage-specific, causal change is what a memorized shortcut looks like, but a skill can
+  be localized too. When one holds it is listed for a memorization verdict and keeps the
+  verdict from saying "reasoning"; it never makes a memorization verdict alone, and when
+  it does not hold it counts for nothing either way:
+
+  - **localized shortcut (circuits)**: the leakage group's anchor window, its peak recovery
+    interval above chance (0) and the recovery at that window higher on leakage than on
+    stable samples (bootstrap interval of the difference > 0). "No localized shortcut" is
+    not evidence of reasoning.
+  - **reset removes the gain (interventions)**: the reset window chosen on a seeded half of
+    the leakage samples; on the other half the reset loses more than half the gain (lower
+    end of the paired interval) while the matched-noise control keeps significantly more.
+  - **neurons suppress gained answers specifically (steering)**: at the smallest alpha,
+    leakage accuracy falls more than stable accuracy (Bonferroni-corrected interval over the
+    curves > 0) and the matched-norm random neurons do not do the same.
+
+* **context** (``token_divergence``; the scoreboard's leaked vs clean task; any signal
+  with too few samples, stated as such): reported, not used for the decision.
 
 Decision, per tuned checkpoint (``reasoning`` needs positive evidence, never a default):
 
@@ -26,8 +48,10 @@ Decision, per tuned checkpoint (``reasoning`` needs positive evidence, never a d
 2. any memorization signal that holds (its interval excludes 0 in the memorization
    direction) -> ``memorization``;
 3. every decisive memorization test present and ruled out (its interval's upper end
-   below the bound stated in the signal) -> ``reasoning``;
-4. otherwise ``undetermined`` (a decisive test is missing or inconclusive).
+   below the bound stated in the signal), no other memorization test inconclusive and no
+   corroborating signal holding -> ``reasoning``;
+4. otherwise ``undetermined`` (a decisive test is missing or inconclusive, or the direct
+   tests are ruled out while a localized shortcut holds).
 """
 
 from __future__ import annotations
