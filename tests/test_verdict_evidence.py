@@ -243,7 +243,7 @@ def _ablation(n_leak: int = 10, *, noise_keeps: bool = True, window_removes: boo
 def test_a_reset_that_removes_the_gain_while_noise_keeps_it_backs_memorization():
     (s,) = V._ablation_evidence(_ablation())
     assert s.holds and s.corroborating and s.tuned == "rl"
-    assert "mlp of layers [2, 2]" in s.text  # chosen on the calibration half, which it also breaks
+    assert "MLP of layers [2, 2]" in s.text  # chosen on the calibration half, which it also breaks
     assert s.value == pytest.approx(1.0) and s.interval == [1.0, 1.0]  # all 5 tested leakage answers lost
     assert s.threshold == pytest.approx(0.5)  # half of the tested gain (+1.0)
     assert "recovers +1.000" in s.text  # retaining only the window restores the gain
