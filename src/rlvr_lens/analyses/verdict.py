@@ -400,22 +400,31 @@ def _circuits_evidence(result: dict[str, Any]) -> list[Signal]:
                        text=f"{verdict['message']} ({verdict['n_samples']} leakage samples): no evidence of a localized "
                        "shortcut, which is not evidence of reasoning either (a shortcut can be spread over layers)")]
     min_recovery = config.get("min_recovery", 0.2)
+    def peak_of(c: Curve) -> float:
+        return max((v for v in c.value if v is not None), default=-math.inf)
+
     curves = [Curve(**c) for c in verdict["curves"] if c["name"].startswith("recovery ")]
-    anchored = [c for c in curves if not is_flat(c) and max(v for v in c.value if v is not None) >= min_recovery]
-    curve = max(anchored or curves, key=lambda c: max(v for v in c.value if v is not None))
+    if not curves:
+        return []
+    anchored = [c for c in curves if not is_flat(c) and peak_of(c) >= min_recovery]
+    curve = max(anchored or curves, key=peak_of)
     component = curve.name.split()[-1]
     peak = max(range(len(curve.value)), key=lambda i: -math.inf if curve.value[i] is None else curve.value[i])
     value, low, high = curve.value[peak], curve.lo[peak], curve.hi[peak]
-    above_chance = low is not None and low > 0
+    if value is None or low is None or high is None:
+        return []
+    above_chance = low > 0
     window = f"layers {verdict['anchor']['start']}-{verdict['anchor']['end']}" if verdict["anchor"]["end"] > verdict["anchor"]["start"] \
         else f"layer {verdict['anchor']['start']}"
     text = f"anchor window {window} ({component}): patching it from tuned into base recovers {value:.2f} [{low:.2f}, {high:.2f}] of the tuned answer log-probability on {verdict['n_samples']} leakage samples"
     specific = None
     patching, groups = result.get("patching"), result["groups"]
     stable = groups.get("stable", [])
-    if patching is not None and len(stable) >= MIN_GROUP:
-        variant = next(i for i, v in enumerate(patching["variants"]) if v["component"] == component and v["layers"][0] == peak)
-        direction = next(d for d in patching["directions"] if d["direction"] == "tuned_into_base")
+    variant = direction = None
+    if patching is not None:
+        variant = next((i for i, v in enumerate(patching["variants"]) if v["component"] == component and v["layers"][0] == peak), None)
+        direction = next((d for d in patching["directions"] if d["direction"] == "tuned_into_base"), None)
+    if variant is not None and direction is not None and len(stable) >= MIN_GROUP:
         m_base, m_tuned = np.asarray(patching["m_base"], float), np.asarray(patching["m_tuned"], float)
         patched = np.asarray(direction["m_patched"], float)[:, variant]
         min_gap = patching["config"].get("min_gap", 1e-3)
