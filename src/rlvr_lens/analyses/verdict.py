@@ -295,7 +295,8 @@ LEVEL = 0.95
 
 def _not_enough(tuned: str, name: str, source: str, text: str) -> Signal:
     """An explicit "cannot be tested here" signal: shown with the evidence, never used to decide."""
-    return Signal(tuned, name, source, "context", None, None, None, "not computed", False, text=f"not enough samples: {text}")
+    text = text if text.lower().startswith("not enough samples") else f"not enough samples: {text}"
+    return Signal(tuned, name, source, "context", None, None, None, "not computed", False, text=text)
 
 
 def _bootstrap_difference(statistic: Callable[[np.ndarray, np.ndarray], float], n_a: int, n_b: int, *, level: float = LEVEL,
