@@ -295,7 +295,8 @@ LEVEL = 0.95
 
 def _not_enough(tuned: str, name: str, source: str, text: str) -> Signal:
     """An explicit "cannot be tested here" signal: shown with the evidence, never used to decide."""
-    text = text if text.lower().startswith("not enough samples") else f"not enough samples: {text}"
+    prefix = "not enough samples"
+    text = prefix + text[len(prefix):] if text.lower().startswith(prefix) else f"{prefix}: {text}"
     return Signal(tuned, name, source, "context", None, None, None, "not computed", False, text=text)
 
 
