@@ -474,8 +474,8 @@ def _ablation_evidence(result: dict[str, Any]) -> list[Signal]:
     retain = by_key.get(("retain", part, window))
     bound = RULED_OUT_SHARE * gain
     holds = gain > 0 and removal.low > bound and control is not None and control.low > 0
-    what = {"mlp": "MLP", "attn": "attention"}.get(part, "every parameter")
-    text = (f"reset of the {what} of layers [{window[0]}, {window[1]}] (the window removing most of the gain on "
+    what = {"mlp": "the MLP", "attn": "the attention"}.get(part, "all parameters")
+    text = (f"reset of {what} of layers [{window[0]}, {window[1]}] (the window removing most of the gain on "
             f"{len(calibration)} calibration leakage samples) on the other {len(scored)}: tuned accuracy lost "
             f"{removal.text()} of a gain of {gain:+.3f} over base")
     text += ("; no matched-noise control was run, so the loss could be any damage" if control is None else
