@@ -45,8 +45,8 @@ rests on a difference that could be noise. The signals today:
 Decision, per tuned checkpoint (``reasoning`` needs positive evidence, never a default):
 
 1. no gain signal, or a gain whose interval includes 0 -> ``undetermined``;
-2. any memorization signal that holds (its interval excludes 0 in the memorization
-   direction) -> ``memorization``;
+2. any direct (not corroborating) memorization signal that holds (its interval beyond its
+   threshold in the memorization direction) -> ``memorization``;
 3. every decisive memorization test present and ruled out (its interval's upper end
    below the bound stated in the signal), no other memorization test inconclusive and no
    corroborating signal holding -> ``reasoning``;
