@@ -75,6 +75,18 @@ def test_audit_steps_run_and_cache(tmp_path, memorizing_pair):
     assert tuned_ref.groups["leakage"] == 1.0  # the memorizing model recites its problems
     assert ablation_result.variants[0].groups["leakage"] < 1.0  # reset of every layer loses them
     assert board.tasks[0].rows
+    assert (board.base, board.tuned) == ("base", "tuned")  # the verdict attributes the scoreboard by them
+    from rlvr_lens.analyses.verdict import UNDETERMINED, build_verdict
+
+    (verdict,) = build_verdict(outcome.results).verdicts
+    assert verdict.tuned == "tuned" and verdict.verdict == UNDETERMINED  # no accuracy comparison: nothing to explain
+    by_name = {s.name: s for s in verdict.inconclusive + verdict.context}
+    assert by_name["reset removes the gain (interventions)"].text.startswith("not enough samples")  # 4 leakage: 2 + 2
+    assert by_name["detectors flag the gain samples"].text.startswith("not enough samples")  # no stable samples
+    leaks = by_name["detectors flag the planted leaks"]
+    detectors = [r for r in board.tasks[0].rows if r.family.startswith("detector:") and r.ci_low is not None]
+    best = max(detectors, key=lambda r: (r.ci_low, r.auroc))  # the leaked vs clean row with the highest lower end
+    assert leaks.points_to == "context" and leaks.value == best.auroc and leaks.interval == [best.ci_low, best.ci_high]
     again = run_steps(tmp_path, intervention_steps(specs, samples, AuditConfig(), groups, steps=("interventions", "scoreboard"), ablation=ablation))
     assert [s.status for s in again.steps] == ["cached", "cached"]
 

@@ -91,7 +91,10 @@ def intervention_steps(
         zero = None
         if zero_leak_specs is not None:
             zero, _ = with_pair(lambda b, t: measure_signals(b, t, samples, detectors), pair=tuple(zero_leak_specs))
-        return scoreboard(signals, _resolve(groups), ScoreboardConfig(), sample_ids=[s.id for s in samples], zero_leak=zero)
+        return scoreboard(
+            signals, _resolve(groups), ScoreboardConfig(), sample_ids=[s.id for s in samples], zero_leak=zero,
+            base=base_spec.name, tuned=tuned_spec.name,
+        )
 
     out = []
     if "interventions" in steps:

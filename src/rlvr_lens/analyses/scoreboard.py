@@ -137,6 +137,8 @@ class ScoreboardResult(Result):
     published_source: str
     zero_leak_samples: int | None
     signals: dict[str, list[float | None]] = field(default_factory=dict)
+    base: str = ""  # names of the compared checkpoints ("" when not given): the verdict attributes the result by them
+    tuned: str = ""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -250,6 +252,8 @@ def scoreboard(
     *,
     sample_ids: Sequence[str] | None = None,
     zero_leak: Mapping[str, Signal | Sequence[float | None]] | None = None,
+    base: str = "",
+    tuned: str = "",
 ) -> ScoreboardResult:
     """Score every signal family on every task of ``config``.
 
@@ -262,6 +266,8 @@ def scoreboard(
         sample_ids: ids of the samples (stored in the result).
         zero_leak: the same signals computed on an organism built with zero leaks, for the
             false-alarm rates (its own samples; every one is clean).
+        base, tuned: names of the checkpoints the signals compare (stored; the verdict needs
+            ``tuned`` to know which checkpoint the scores are about).
     """
     config = config or ScoreboardConfig()
     config.check()
@@ -327,6 +333,8 @@ def scoreboard(
         published_source=PUBLISHED_SOURCE,
         zero_leak_samples=len(next(iter(zero_leak.values())).values) if zero_leak else None,
         signals={k: list(s.values) for k, s in signals.items()},
+        base=base,
+        tuned=tuned,
     )
 
 

@@ -43,6 +43,8 @@ def section_verdict(result: VerdictResult, figures: dict[str, Path]) -> Section:
         "bootstrap interval over samples; a signal only counts when its interval excludes its threshold. "
         "<b>Reasoning</b> needs a significant gain and every memorization test ruled out; <b>memorization</b> needs a "
         "significant gain and at least one memorization test that holds; anything else is <b>undetermined</b>. "
+        "Circuits and interventions signals only corroborate: a localized, leakage-specific change backs a "
+        "memorization verdict and rules out a reasoning one, but never makes a verdict alone. "
         "The table lists every signal; <code>verdict.json</code> holds each one's full sentence.",
     ]
     for v in result.verdicts:
@@ -53,7 +55,9 @@ def section_verdict(result: VerdictResult, figures: dict[str, Path]) -> Section:
     table = Table(
         ["tuned", "role", "signal", "value", "95% interval", "sign-test p", "state", "threshold", "threshold from"],
         [row for v in result.verdicts for row in _rows(v)],
-        "Every signal of the verdict (value = tuned minus base, per sample; accuracy as a share, NLL in nats per token)",
+        "Every signal of the verdict (value = tuned minus base, per sample, for accuracy (a share) and NLL (nats per token); "
+        "AUROC for the detectors; share of the tuned answer's log-probability recovered for circuits; accuracy lost for "
+        "reset; leakage minus stable accuracy fall for steering)",
     )
     return Section("verdict", "Verdict: reasoning or memorization?", summary, paragraphs, [table])
 

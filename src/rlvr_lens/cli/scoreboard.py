@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
             zero_data = read_samples_report(args.zero_leak_data, None).samples
         zero, *_ = pair_signals(zero_specs, zero_data, zero_prior)
         zero = {k: v for k, v in zero.items()}
-    result = scoreboard(signals, groups, scoreboard_config, sample_ids=[s.id for s in samples], zero_leak=zero)
+    result = scoreboard(
+        signals, groups, scoreboard_config, sample_ids=[s.id for s in samples], zero_leak=zero, base=specs[0].name, tuned=specs[1].name
+    )
     context = [
         f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in specs)}",
         f"data: {args.data} ({len(samples)} samples); groups: "
