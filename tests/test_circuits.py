@@ -313,7 +313,8 @@ def _check_per_sample_signals(result):
     board = collect_signals([result], ids)
     assert board["circuits:lens_final_logprob"].values == pytest.approx(signals["lens_final_logprob"][::-1])
     with pytest.raises(UserError, match="no per-sample signals"):
-        collect_signals([_NoSignals()], ids)
+        collect_signals([_NoSignals()], ids, strict=True)
+    assert collect_signals([_NoSignals()], ids) == {}  # in an audit, every earlier result is offered: skipped
 
 
 class _NoSignals:

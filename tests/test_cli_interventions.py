@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
@@ -65,8 +66,10 @@ def test_audit_steps_run_and_cache(tmp_path, memorizing_pair):
     specs = [ModelSpec("base", str(base)), ModelSpec("tuned", str(tuned))]
     groups = {"leaked": [0, 1, 2, 3], "clean": [4, 5, 6, 7], "leakage": [0, 1, 2, 3], "stable": []}
     ablation = AblationConfig(width=0, windows=((0, 1),), parts=("both",), modes=("reset",), max_new_tokens=12)
+    weights_like = types.SimpleNamespace(kind="weights", sample_ids=None)  # an earlier step with nothing per sample
     steps = intervention_steps(
-        specs, samples, AuditConfig(), lambda: groups, steps=("interventions", "scoreboard"), ablation=ablation
+        specs, samples, AuditConfig(), lambda: groups, steps=("interventions", "scoreboard"), ablation=ablation,
+        prior_results=lambda: [weights_like],
     )
     outcome = run_steps(tmp_path, steps)
     assert [s.status for s in outcome.steps] == ["computed", "computed"], outcome.steps

@@ -117,5 +117,6 @@ def intervention_steps(
         )
     if "scoreboard" in steps:
         zero_key = [fingerprint_checkpoint(s.source) for s in zero_leak_specs] if zero_leak_specs else None
-        out.append(AuditStep("scoreboard", ScoreboardResult, {**key, "zero_leak": zero_key}, run_scoreboard))
+        # version 2: results name their base and tuned checkpoints (the verdict attributes them)
+        out.append(AuditStep("scoreboard", ScoreboardResult, {**key, "zero_leak": zero_key, "version": 2}, run_scoreboard))
     return out

@@ -345,7 +345,9 @@ def _aligned(ids: Sequence[str], values_by_id: Mapping[str, float | None]) -> li
     return [None if values_by_id.get(i) is None else float(values_by_id[i]) for i in ids]
 
 
-def collect_signals(results: Sequence[Result], sample_ids: Sequence[str], *, tuned: str | None = None) -> dict[str, Signal]:
+def collect_signals(
+    results: Sequence[Result], sample_ids: Sequence[str], *, tuned: str | None = None, strict: bool = False
+) -> dict[str, Signal]:
     """Per-sample signals from finished results, aligned on ``sample_ids`` (``None`` where absent).
 
     Understood kinds: ``perplexity`` (the four signals of its ``SIGNALS``, for checkpoint
@@ -354,7 +356,8 @@ def collect_signals(results: Sequence[Result], sample_ids: Sequence[str], *, tun
     JSD along the tuned model's responses), ``detectors`` (every detector and the reference
     ratio). Any other result with a ``per_sample_signals()`` method (``name -> values``
     following its ``sample_ids``) contributes its signals with the direction left to the
-    calibration split.
+    calibration split. A result of any other kind is skipped, or with ``strict`` (results a user
+    named) a :class:`UserError`.
     """
     out: dict[str, Signal] = {}
     for result in results:
@@ -394,7 +397,7 @@ def collect_signals(results: Sequence[Result], sample_ids: Sequence[str], *, tun
         elif hasattr(result, "per_sample_signals"):
             for key, values in result.per_sample_signals().items():
                 out[f"{result.kind}:{key}"] = Signal(_aligned(sample_ids, dict(zip(ids, values))), oriented=False)
-        else:
+        elif strict:
             raise UserError(f"A {result.kind} result carries no per-sample signals the scoreboard can score.")
     return out
 

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             base = load_model(pair[0].source, args.dtype, args.device, name=pair[0].name)
             tuned = load_model(pair[1].source, args.dtype, args.device, name=pair[1].name)
             signals, detectors = measure_signals(base, tuned, data, detectors_config, show_progress=not args.no_progress)
-            signals.update(collect_signals(results, [s.id for s in data], tuned=tuned.name))
+            signals.update(collect_signals(results, [s.id for s in data], tuned=tuned.name, strict=True))
             groups = accuracies = None
             if data is samples:
                 if args.groups:
