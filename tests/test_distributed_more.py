@@ -16,23 +16,35 @@ from test_weights import _base_tensors, _write
 SCRIPT_HEAD = (
     "import json, sys\n"
     "from rlvr_lens.distributed import is_main_process, world_size\n"
-    "def dump(result):\n"
+    "from rlvr_lens.data import read_samples\n"
+    "from rlvr_lens.models import load_model\n"
+    "def dump(name, result):\n"
     "    if is_main_process():\n"
     "        assert world_size() == 2\n"
-    "        open(sys.argv[1], 'w').write(result.to_json())\n"
+    "        open(sys.argv[1] + '.' + name, 'w').write(result.to_json())\n"
 )
+TIMES = ("seconds", "wall_time_s")  # wall-clock times differ between runs; every other number must not
 
 
-def _two_processes(tmp_path: Path, body: str) -> dict:
-    """Run ``SCRIPT_HEAD + body`` (which calls ``dump(result)``) in 2 processes; the result as a dict."""
+def _two_processes(tmp_path: Path, body: str, names: tuple[str, ...]) -> dict[str, dict]:
+    """Run ``SCRIPT_HEAD + body`` (which calls ``dump(name, result)``) in 2 processes; ``name -> result dict``."""
     script = tmp_path / "two.py"
     script.write_text(SCRIPT_HEAD + body)
-    _launch([str(script), str(tmp_path / "two.json")], tmp_path)
-    return json.loads((tmp_path / "two.json").read_text())
+    _launch([str(script), str(tmp_path / "two")], tmp_path)
+    return {name: _without(json.loads((tmp_path / f"two.{name}").read_text()), *TIMES) for name in names}
 
 
-def _without(d: dict, *keys: str) -> dict:
-    return {k: v for k, v in d.items() if k not in keys}
+def _without(d, *keys: str):
+    """``d`` without ``keys``, at every depth."""
+    if isinstance(d, dict):
+        return {k: _without(v, *keys) for k, v in d.items() if k not in keys}
+    if isinstance(d, list):
+        return [_without(v, *keys) for v in d]
+    return d
+
+
+def _one(result) -> dict:
+    return _without(json.loads(result.to_json()), *TIMES)
 
 
 def test_two_process_weights_cli_equals_one_process(tmp_path):
@@ -52,4 +64,35 @@ def test_two_process_weights_cli_equals_one_process(tmp_path):
     two = json.loads((tmp_path / "run2" / "weights.json").read_text())
     one = json.loads(weight_forensics(base_dir, dirs, WeightsConfig(k_fraction=0.1, k_fixed=4, chunk_mb=0.004, device="cpu")).to_json())
     assert len(one["matrices"]) == 2 * 10 and len(one["cross"]) == 10 and len(one["consistency"]) > 1
-    assert _without(two, "wall_time_s") == _without(one, "wall_time_s")  # rows in tensor order, sums exact
+    assert _without(two, *TIMES) == _without(one, *TIMES)  # rows in tensor order, sums exact
+
+
+def test_two_process_ablation_and_steering_equal_one_process(tmp_path, memorizing_pair, single_thread):
+    """Reset / retain / noise and neuron steering on a pair where the tuned model recites 4 answers."""
+    from rlvr_lens.analyses.ablation import AblationConfig, reset_retain
+    from rlvr_lens.analyses.steering import SteeringConfig, neuron_steering
+    from rlvr_lens.data import write_samples
+    from rlvr_lens.models import load_model
+
+    base_dir, tuned_dir, samples = memorizing_pair
+    data = write_samples(tmp_path / "d.jsonl", samples)
+    groups = {"leaked": [0, 1, 2, 3], "clean": [4, 5, 6, 7]}
+    ablation = AblationConfig(width=1, parts=("mlp",), modes=("retain", "noise"), max_new_tokens=16, batch_size=2)
+    steering = SteeringConfig(layers=(1,), alphas=(0.0, 1.0), selections=("study",), top_n=3, max_new_tokens=16,
+                              batch_size=2, calibration_group="leaked", calibration_fraction=0.5)
+    two = _two_processes(tmp_path, (
+        "from rlvr_lens.analyses.ablation import AblationConfig, reset_retain\n"
+        "from rlvr_lens.analyses.steering import SteeringConfig, neuron_steering\n"
+        f"base, tuned = load_model({str(base_dir)!r}, 'float32', 'cpu', name='base'), load_model({str(tuned_dir)!r}, 'float32', 'cpu', name='tuned')\n"
+        f"samples = read_samples({str(data)!r})\n"
+        f"dump('ablation', reset_retain(base, tuned, samples, {groups!r}, {ablation!r}))\n"  # a config's repr is its constructor
+        f"dump('steering', neuron_steering(tuned, samples, {groups!r}, {steering!r}))\n"
+    ), ("ablation", "steering"))
+    base = load_model(str(base_dir), "float32", "cpu", name="base")
+    tuned = load_model(str(tuned_dir), "float32", "cpu", name="tuned")
+    one_ablation = reset_retain(base, tuned, samples, groups, ablation)
+    one_steering = neuron_steering(tuned, samples, groups, steering)
+    assert one_ablation.references[1].correct == [True] * 4 + [False] * 4  # the test can see a reordering
+    assert two["ablation"] == _one(one_ablation)
+    assert len(one_steering.scored) == 6 and any(any(c) for curve in one_steering.curves for c in curve.correct)
+    assert two["steering"] == _one(one_steering)  # same shared sets, controls, accuracies and answer probabilities
