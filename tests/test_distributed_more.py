@@ -96,3 +96,35 @@ def test_two_process_ablation_and_steering_equal_one_process(tmp_path, memorizin
     assert two["ablation"] == _one(one_ablation)
     assert len(one_steering.scored) == 6 and any(any(c) for curve in one_steering.curves for c in curve.correct)
     assert two["steering"] == _one(one_steering)  # same shared sets, controls, accuracies and answer probabilities
+
+
+def test_two_process_evaluation_and_circuits_equal_one_process(tmp_path, memorizing_pair, single_thread):
+    """The evaluation step, then the circuits bundle (logit lens, patching with held decoding, MLP
+    counterfactuals, and the bootstrap verdicts computed on the gathered samples)."""
+    from rlvr_lens.analyses.circuits import CircuitsConfig, circuits
+    from rlvr_lens.analyses.evaluation import EvaluationConfig, evaluate_models, sample_groups
+    from rlvr_lens.data import write_samples
+    from rlvr_lens.models import ModelSeries, ModelSpec
+
+    base_dir, tuned_dir, samples = memorizing_pair
+    data = write_samples(tmp_path / "d.jsonl", samples)
+    evaluation = EvaluationConfig(max_new_tokens=16, batch_size=2)
+    # batches of 2 samples everywhere (patching: 8 rows = 2 samples x 4 variants), so both processes work
+    config = CircuitsConfig(batch_size=2, max_rows=8, accuracy="held", max_new_tokens=8, n_boot=200)
+    two = _two_processes(tmp_path, (
+        "from rlvr_lens.analyses.circuits import CircuitsConfig, circuits\n"
+        "from rlvr_lens.analyses.evaluation import EvaluationConfig, evaluate_models, sample_groups\n"
+        "from rlvr_lens.models import ModelSeries, ModelSpec\n"
+        f"series = ModelSeries([ModelSpec('base', {str(base_dir)!r}), ModelSpec('tuned', {str(tuned_dir)!r})], dtype='float32', device='cpu')\n"
+        f"samples = read_samples({str(data)!r})\n"
+        f"evaluation = evaluate_models(series, samples, {evaluation!r})\n"
+        "dump('evaluation', evaluation)\n"
+        f"dump('circuits', circuits(series.load(0), series.load(1), samples, sample_groups(evaluation, 'tuned'), {config!r}))\n"
+    ), ("evaluation", "circuits"))
+    series = ModelSeries([ModelSpec("base", str(base_dir)), ModelSpec("tuned", str(tuned_dir))], dtype="float32", device="cpu")
+    one_evaluation = evaluate_models(series, samples, evaluation)
+    assert one_evaluation.correct["tuned"] == [True] * 4 + [False] * 4  # a reordering would show
+    assert two["evaluation"] == _one(one_evaluation)
+    one = circuits(series.load(0), series.load(1), samples, sample_groups(one_evaluation, "tuned"), config)
+    assert one.lens and one.patching and one.counterfactual and one.verdicts and one.patching.directions[0].correct
+    assert two["circuits"] == _one(one)
