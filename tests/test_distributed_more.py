@@ -1,7 +1,12 @@
 """More analyses sharded over 2 CPU processes (gloo, started by torchrun): weight forensics
 (matrices), the interventions, the circuits analyses and cross-sampling give exactly the
 single-process results (every per-sample or per-tensor number is computed on the same inputs,
-and every statistic over samples on the gathered full set)."""
+and every statistic over samples on the gathered full set).
+
+Starting 2 processes costs more than the analyses on tiny models, so the activation analyses
+share one launch (``two_process_run``) and each test compares its own result with one process.
+The memorizing pair's tuned model recites 4 of the 8 answers, so a sample put in the wrong
+place changes a correctness list."""
 
 from __future__ import annotations
 
@@ -9,7 +14,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from rlvr_lens.analyses.ablation import AblationConfig
+from rlvr_lens.analyses.circuits import CircuitsConfig
+from rlvr_lens.analyses.evaluation import EvaluationConfig
+from rlvr_lens.analyses.steering import SteeringConfig
+from rlvr_lens.analyses.tokens import CrossSamplingConfig
 from test_distributed import _launch
 from test_weights import _base_tensors, _write
 
@@ -67,64 +78,97 @@ def test_two_process_weights_cli_equals_one_process(tmp_path):
     assert _without(two, *TIMES) == _without(one, *TIMES)  # rows in tensor order, sums exact
 
 
-def test_two_process_ablation_and_steering_equal_one_process(tmp_path, memorizing_pair, single_thread):
-    """Reset / retain / noise and neuron steering on a pair where the tuned model recites 4 answers."""
-    from rlvr_lens.analyses.ablation import AblationConfig, reset_retain
-    from rlvr_lens.analyses.steering import SteeringConfig, neuron_steering
-    from rlvr_lens.data import write_samples
-    from rlvr_lens.models import load_model
+GROUPS = {"leaked": [0, 1, 2, 3], "clean": [4, 5, 6, 7]}
+# batches of 2 samples everywhere (patching: 8 rows = 2 samples x 4 variants), so both processes work
+ABLATION = AblationConfig(width=1, parts=("mlp",), modes=("retain", "noise"), max_new_tokens=16, batch_size=2)
+STEERING = SteeringConfig(layers=(1,), alphas=(0.0, 1.0), selections=("study",), top_n=3, max_new_tokens=16,
+                          batch_size=2, calibration_group="leaked", calibration_fraction=0.5)
+EVALUATION = EvaluationConfig(max_new_tokens=16, batch_size=2)
+CIRCUITS = CircuitsConfig(batch_size=2, max_rows=8, accuracy="held", max_new_tokens=8, n_boot=200)
+CROSS = CrossSamplingConfig(max_new_tokens=16, batch_size=2, thresholds=(), top_fractions=(0.3,), directions=("forward",))
 
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, memorizing_pair) -> dict[str, dict]:
+    """Every activation analysis of this file, run once in 2 processes; ``name -> result dict`` (rank 0's)."""
+    tmp_path = tmp_path_factory.mktemp("two")
     base_dir, tuned_dir, samples = memorizing_pair
-    data = write_samples(tmp_path / "d.jsonl", samples)
-    groups = {"leaked": [0, 1, 2, 3], "clean": [4, 5, 6, 7]}
-    ablation = AblationConfig(width=1, parts=("mlp",), modes=("retain", "noise"), max_new_tokens=16, batch_size=2)
-    steering = SteeringConfig(layers=(1,), alphas=(0.0, 1.0), selections=("study",), top_n=3, max_new_tokens=16,
-                              batch_size=2, calibration_group="leaked", calibration_fraction=0.5)
-    two = _two_processes(tmp_path, (
-        "from rlvr_lens.analyses.ablation import AblationConfig, reset_retain\n"
-        "from rlvr_lens.analyses.steering import SteeringConfig, neuron_steering\n"
-        f"base, tuned = load_model({str(base_dir)!r}, 'float32', 'cpu', name='base'), load_model({str(tuned_dir)!r}, 'float32', 'cpu', name='tuned')\n"
-        f"samples = read_samples({str(data)!r})\n"
-        f"dump('ablation', reset_retain(base, tuned, samples, {groups!r}, {ablation!r}))\n"  # a config's repr is its constructor
-        f"dump('steering', neuron_steering(tuned, samples, {groups!r}, {steering!r}))\n"
-    ), ("ablation", "steering"))
-    base = load_model(str(base_dir), "float32", "cpu", name="base")
-    tuned = load_model(str(tuned_dir), "float32", "cpu", name="tuned")
-    one_ablation = reset_retain(base, tuned, samples, groups, ablation)
-    one_steering = neuron_steering(tuned, samples, groups, steering)
-    assert one_ablation.references[1].correct == [True] * 4 + [False] * 4  # the test can see a reordering
-    assert two["ablation"] == _one(one_ablation)
-    assert len(one_steering.scored) == 6 and any(any(c) for curve in one_steering.curves for c in curve.correct)
-    assert two["steering"] == _one(one_steering)  # same shared sets, controls, accuracies and answer probabilities
-
-
-def test_two_process_evaluation_and_circuits_equal_one_process(tmp_path, memorizing_pair, single_thread):
-    """The evaluation step, then the circuits bundle (logit lens, patching with held decoding, MLP
-    counterfactuals, and the bootstrap verdicts computed on the gathered samples)."""
-    from rlvr_lens.analyses.circuits import CircuitsConfig, circuits
-    from rlvr_lens.analyses.evaluation import EvaluationConfig, evaluate_models, sample_groups
     from rlvr_lens.data import write_samples
+
+    data = write_samples(tmp_path / "d.jsonl", samples)
+    return _two_processes(tmp_path, (  # a config's repr is its constructor call
+        "from rlvr_lens.analyses.ablation import AblationConfig, reset_retain\n"
+        "from rlvr_lens.analyses.circuits import CircuitsConfig, circuits\n"
+        "from rlvr_lens.analyses.evaluation import EvaluationConfig, evaluate_models, sample_groups\n"
+        "from rlvr_lens.analyses.steering import SteeringConfig, neuron_steering\n"
+        "from rlvr_lens.analyses.tokens import CrossSamplingConfig, cross_sampling\n"
+        "from rlvr_lens.models import ModelSeries, ModelSpec\n"
+        f"series = ModelSeries([ModelSpec('base', {str(base_dir)!r}), ModelSpec('tuned', {str(tuned_dir)!r})], dtype='float32', device='cpu')\n"
+        "base, tuned = series.load(0), series.load(1)\n"
+        f"samples = read_samples({str(data)!r})\n"
+        f"dump('ablation', reset_retain(base, tuned, samples, {GROUPS!r}, {ABLATION!r}))\n"
+        f"dump('steering', neuron_steering(tuned, samples, {GROUPS!r}, {STEERING!r}))\n"
+        f"evaluation = evaluate_models(series, samples, {EVALUATION!r})\n"
+        "dump('evaluation', evaluation)\n"
+        f"dump('circuits', circuits(base, tuned, samples, sample_groups(evaluation, 'tuned'), {CIRCUITS!r}))\n"
+        f"dump('cross', cross_sampling(base, tuned, samples, {CROSS!r}))\n"
+    ), ("ablation", "steering", "evaluation", "circuits", "cross"))
+
+
+@pytest.fixture(scope="module")
+def one_process_pair(memorizing_pair):
     from rlvr_lens.models import ModelSeries, ModelSpec
 
     base_dir, tuned_dir, samples = memorizing_pair
-    data = write_samples(tmp_path / "d.jsonl", samples)
-    evaluation = EvaluationConfig(max_new_tokens=16, batch_size=2)
-    # batches of 2 samples everywhere (patching: 8 rows = 2 samples x 4 variants), so both processes work
-    config = CircuitsConfig(batch_size=2, max_rows=8, accuracy="held", max_new_tokens=8, n_boot=200)
-    two = _two_processes(tmp_path, (
-        "from rlvr_lens.analyses.circuits import CircuitsConfig, circuits\n"
-        "from rlvr_lens.analyses.evaluation import EvaluationConfig, evaluate_models, sample_groups\n"
-        "from rlvr_lens.models import ModelSeries, ModelSpec\n"
-        f"series = ModelSeries([ModelSpec('base', {str(base_dir)!r}), ModelSpec('tuned', {str(tuned_dir)!r})], dtype='float32', device='cpu')\n"
-        f"samples = read_samples({str(data)!r})\n"
-        f"evaluation = evaluate_models(series, samples, {evaluation!r})\n"
-        "dump('evaluation', evaluation)\n"
-        f"dump('circuits', circuits(series.load(0), series.load(1), samples, sample_groups(evaluation, 'tuned'), {config!r}))\n"
-    ), ("evaluation", "circuits"))
     series = ModelSeries([ModelSpec("base", str(base_dir)), ModelSpec("tuned", str(tuned_dir))], dtype="float32", device="cpu")
-    one_evaluation = evaluate_models(series, samples, evaluation)
-    assert one_evaluation.correct["tuned"] == [True] * 4 + [False] * 4  # a reordering would show
-    assert two["evaluation"] == _one(one_evaluation)
-    one = circuits(series.load(0), series.load(1), samples, sample_groups(one_evaluation, "tuned"), config)
+    return series, series.load(0), series.load(1), samples
+
+
+@pytest.mark.slow  # shares one 2-process launch (~20 s idle, 60 s on a loaded 2-core box)
+def test_two_process_ablation_equals_one_process(two_process_run, one_process_pair, single_thread):
+    """Reset / retain / noise: every process applies every variant and decodes its share of the batches."""
+    from rlvr_lens.analyses.ablation import reset_retain
+
+    _, base, tuned, samples = one_process_pair
+    one = reset_retain(base, tuned, samples, GROUPS, ABLATION)
+    assert one.references[1].correct == [True] * 4 + [False] * 4  # the test can see a reordering
+    assert two_process_run["ablation"] == _one(one)
+
+
+@pytest.mark.slow  # shares one 2-process launch (~20 s idle, 60 s on a loaded 2-core box)
+def test_two_process_steering_equals_one_process(two_process_run, one_process_pair, single_thread):
+    """Neuron scaling: keys and gradients sharded by sample, sets chosen on the gathered set, decoding by batch."""
+    from rlvr_lens.analyses.steering import neuron_steering
+
+    _, _, tuned, samples = one_process_pair
+    one = neuron_steering(tuned, samples, GROUPS, STEERING)
+    assert len(one.scored) == 6 and any(any(c) for curve in one.curves for c in curve.correct)
+    assert two_process_run["steering"] == _one(one)  # same shared sets, controls, accuracies and answer probabilities
+
+
+@pytest.mark.slow  # shares one 2-process launch (~20 s idle, 60 s on a loaded 2-core box)
+def test_two_process_evaluation_and_circuits_equal_one_process(two_process_run, one_process_pair, single_thread):
+    """The evaluation step, then the circuits bundle (logit lens, patching with held decoding, MLP
+    counterfactuals, and the bootstrap verdicts computed on the gathered samples)."""
+    from rlvr_lens.analyses.circuits import circuits
+    from rlvr_lens.analyses.evaluation import evaluate_models, sample_groups
+
+    series, base, tuned, samples = one_process_pair
+    evaluation = evaluate_models(series, samples, EVALUATION)
+    assert evaluation.correct["tuned"] == [True] * 4 + [False] * 4  # a reordering would show
+    assert two_process_run["evaluation"] == _one(evaluation)
+    one = circuits(base, tuned, samples, sample_groups(evaluation, "tuned"), CIRCUITS)
     assert one.lens and one.patching and one.counterfactual and one.verdicts and one.patching.directions[0].correct
-    assert two["circuits"] == _one(one)
+    assert two_process_run["circuits"] == _one(one)
+
+
+@pytest.mark.slow  # shares one 2-process launch (~20 s idle, 60 s on a loaded 2-core box)
+def test_two_process_cross_sampling_equals_one_process(two_process_run, one_process_pair, single_thread):
+    """Forward cross-decoding, with a top-fraction threshold taken from the gathered JSDs."""
+    from rlvr_lens.analyses.tokens import cross_sampling
+
+    _, base, tuned, samples = one_process_pair
+    one = cross_sampling(base, tuned, samples, CROSS)
+    assert one.tuned_accuracy == 0.5 and len(one.points) == 2  # forward: plain, top 30 %
+    assert next(p for p in one.points if p.top_fraction).share_replaced > 0  # the quantile threshold replaced tokens
+    assert two_process_run["cross"] == _one(one)
