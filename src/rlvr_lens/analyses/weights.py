@@ -111,7 +111,8 @@ class WeightsConfig:
         k_fixed: the second, fixed small k (clipped to the rank).
         ranks: ranks r of the best rank-r approximation error of ``dW``.
         energy_bins: number of equal-width singular-rank bins of the update energy profile.
-        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``; under
+            ``accelerate launch`` / ``torchrun`` on GPUs, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``.
         svd_dtype: dtype of the Gram matrices of ``W`` and ``W'``: ``auto`` (float64 on CPU,
             float32 on GPU), ``float32`` or ``float64``. ``dW`` always uses float64.
         chunk_mb: float32 megabytes of one row chunk of one tensor (bounds peak memory).
@@ -361,8 +362,10 @@ class WeightsResult(Result):
 
 
 def _resolve_device(device: str) -> torch.device:
-    if device == "auto":  # under a multi-process launcher on GPUs: this process' GPU (LOCAL_RANK)
-        device = local_device() or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device in ("auto", "cuda") and local_device():  # under a multi-process launcher on GPUs: this process' GPU (LOCAL_RANK)
+        device = local_device()
+    elif device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
@@ -993,6 +996,11 @@ def weight_forensics(
     ``pytorch_model*.bin``), one tensor of every checkpoint at a time; see the module
     docstring for the metrics. Raises :class:`UserError` for a missing directory, tensors
     that are not in every checkpoint, or shapes that differ.
+
+    Under ``accelerate launch`` / ``torchrun`` (:mod:`rlvr_lens.distributed`) each process
+    reads and analyses every ``world_size``-th tensor (in name order) on its own device; the
+    rows are gathered in tensor order, and the aggregates and cross-run consistency sums are
+    computed from the gathered rows in that order, so every number is the single-process one.
     """
     config = config or WeightsConfig()
     config.check()
