@@ -58,6 +58,7 @@ def _one(result) -> dict:
     return _without(json.loads(result.to_json()), *TIMES)
 
 
+@pytest.mark.slow  # 12 s idle, 25-45 s on a loaded 2-core box: starting 2 processes dominates
 def test_two_process_weights_cli_equals_one_process(tmp_path):
     """``rlvr-lens weights`` under torchrun: each process analyses every 2nd tensor, rank 0 alone writes."""
     from rlvr_lens.analyses.weights import WeightsConfig, weight_forensics
