@@ -152,6 +152,13 @@ MUTANTS = [
     Mutant("ci-missing-data-skips", "tests/conftest.py",
            'if os.environ.get("CI"):', "if False:",
            ("tests/test_conftest_data.py",)),
+    # --- sharding over launcher processes: results gathered in arrival order, not batch order
+    Mutant("sharded-batches-in-arrival-order", "src/rlvr_lens/distributed.py",
+           "for _, part in sorted(gather_dict(mine).items())", "for _, part in gather_dict(mine).items()",
+           ("tests/test_distributed_more.py -k circuits",)),
+    Mutant("sharded-tensors-in-arrival-order", "src/rlvr_lens/analyses/weights.py",
+           "in sorted(gather_dict(mine).items()):", "in gather_dict(mine).items():",
+           ("tests/test_distributed_more.py -k weights",)),
 ]
 
 

@@ -18,10 +18,11 @@ needs a replica per process.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def world_size() -> int:
@@ -83,6 +84,19 @@ def gather_dict(local: dict[Any, Any]) -> dict[Any, Any]:
     for part in parts:
         merged.update(part or {})
     return merged
+
+
+def map_batches(
+    fn: Callable[[T], Sequence[R]], chunks: Sequence[T], wrap: Callable[[Iterable[int]], Iterable[int]] | None = None
+) -> list[R]:
+    """``fn`` on this process' share of the batches ``chunks`` (:func:`shard`), gathered: every process
+    gets every batch's results, concatenated in batch order, as a single process would compute them.
+
+    ``wrap`` wraps the iteration over this process' batch indices (e.g. a progress bar).
+    """
+    indices: Iterable[int] = shard(range(len(chunks)))
+    mine = {k: list(fn(chunks[k])) for k in (wrap(indices) if wrap else indices)}
+    return [r for _, part in sorted(gather_dict(mine).items()) for r in part]
 
 
 def barrier() -> None:

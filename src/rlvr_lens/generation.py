@@ -47,11 +47,19 @@ def generate(
     top_p: float = 1.0,
     seed: int | None = None,
     show_progress: bool = False,
+    sharded: bool = False,
 ) -> list[Generation]:
     """Continue each prompt; greedy unless ``do_sample``. Returns one :class:`Generation` per prompt.
 
     A prompt is a text (tokenized without added special tokens) or a list of token ids
     (used as they are, e.g. a prompt cut after its first k tokens).
+
+    ``sharded`` (greedy only): under ``accelerate launch`` / ``torchrun`` each process decodes
+    its share of the batches and every process returns all generations
+    (:func:`rlvr_lens.distributed.map_batches`); the batches are those of one process, so the
+    generations are too. Sampled decoding draws from one random stream seeded once, so it is
+    never sharded (each process decodes everything, as one process would). Callers that
+    already work on their own share of the prompts leave it off.
     """
     device = next(model.parameters()).device
     padding_side = tokenizer.padding_side
@@ -84,8 +92,16 @@ def generate(
 
     try:
         chunks = list(batches(list(prompts), batch_size))
-        for chunk in progress(chunks, enabled=show_progress, desc="generate", unit="batch"):
-            outputs += retry(decode, chunk)
+        if sharded and not do_sample:
+            from rlvr_lens.distributed import map_batches
+
+            outputs = map_batches(
+                lambda chunk: retry(decode, chunk), chunks,
+                wrap=lambda indices: progress(indices, enabled=show_progress, desc="generate", unit="batch"),
+            )
+        else:
+            for chunk in progress(chunks, enabled=show_progress, desc="generate", unit="batch"):
+                outputs += retry(decode, chunk)
     finally:
         tokenizer.padding_side = padding_side
     return outputs
@@ -100,11 +116,13 @@ def accuracy(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     show_progress: bool = False,
+    sharded: bool = False,
 ) -> tuple[float, list[bool]]:
-    """Greedy accuracy on ``samples`` (graded with :func:`rlvr_lens.data.grading.grade`)."""
+    """Greedy accuracy on ``samples`` (graded with :func:`rlvr_lens.data.grading.grade`); ``sharded``: see :func:`generate`."""
     prompts = [apply_template(s.prompt, template, tokenizer) for s in samples]
     generations = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, show_progress=show_progress
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, show_progress=show_progress,
+        sharded=sharded,
     )
     correct = [grade(g.text, s.answer).correct for g, s in zip(generations, samples)]
     return (sum(correct) / len(correct) if correct else float("nan")), correct

@@ -23,6 +23,11 @@ be loaded (same architecture, shapes, dtype and device), which any pair comparis
 
 Accuracy is greedy (:func:`rlvr_lens.generation.accuracy`) per sample group, groups given
 as ``name -> sample indices`` (e.g. leakage / stable / clean from the evaluation step).
+
+Under ``accelerate launch`` / ``torchrun`` every process applies every variant to its own
+replica (the noise is seeded per variant, so it is the same tensor everywhere) and decodes
+its share of the batches; the correctness of every sample is gathered before any accuracy
+is computed, so the result is the single-process one (see :mod:`rlvr_lens.distributed`).
 """
 
 from __future__ import annotations
@@ -242,8 +247,9 @@ def _measure(model, tokenizer, samples, groups, config: AblationConfig, mode, pa
     from rlvr_lens.generation import accuracy
 
     start = time.perf_counter()
-    overall, correct = accuracy(
-        model, tokenizer, samples, template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
+    overall, correct = accuracy(  # sharded: each process of a launcher decodes its share of the batches
+        model, tokenizer, samples, template=config.template, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+        sharded=True,
     )
     return VariantAccuracy(
         mode, part, window, correct, overall, _group_accuracy(correct, groups), time.perf_counter() - start

@@ -16,6 +16,12 @@ Groups (:func:`sample_groups`), as indices into the samples list, for a (base, t
 * ``leakage``: tuned correct, base wrong (what the tuning made the model answer);
 * ``stable``: both correct; ``lost``: base correct, tuned wrong; ``never``: neither;
 * plus the data's own labels when present (the organism's ``leaked`` / ``clean``).
+
+Under ``accelerate launch`` / ``torchrun`` greedy evaluation (``samples == 1``) is sharded by
+batches of prompts and gathered (:func:`rlvr_lens.generation.generate` with ``sharded``), so
+it equals a single-process run; sampled rollouts (``samples > 1``) draw from one random
+stream seeded once per checkpoint, and every process decodes all of them (not sharded: a
+split stream would draw other rollouts than one process does).
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ def evaluate_loaded(loaded, samples: Sequence[Sample], config: EvaluationConfig,
         temperature=config.temperature,
         seed=config.seed if n > 1 else None,
         show_progress=show_progress,
+        sharded=True,  # greedy: each process of a launcher decodes its share of the batches (sampled: never)
     )
     correct: list[bool] = []
     lengths: list[float] = []

@@ -22,6 +22,9 @@ Definitions (natural log, nats; see ``docs/circuits.md``):
   the first decoder layer after which *every* answer token is top-1 (``None``: never);
   **largest-rise layer**, the layer whose output raises the mean answer log-probability
   most over its input (lens state ``l + 1`` minus ``l``).
+
+Under ``accelerate launch`` / ``torchrun`` each process reads its share of the batches and the
+per-sample values are gathered in sample order (:mod:`rlvr_lens.distributed`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 from rlvr_lens.analyses.teacher_forcing import CONTEXTS, encode_all, read_index, right_padded
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import map_batches
 from rlvr_lens.errors import UserError
 from rlvr_lens.generation import batches
 from rlvr_lens.models.hooks import capture, hook_name
@@ -120,10 +124,10 @@ def lens_of_model(loaded, encodings, config: LogitLensConfig, *, show_progress: 
     unembed = adapter.unembedding(model).weight
     hidden = model.config.hidden_size
     gain, eps = norm_gain_and_eps(norm, hidden, loaded.device, loaded.dtype)
-    out = ModelLens(loaded.name, [], [], [], [], [], [], [], [])
     pad = loaded.tokenizer.pad_token_id or 0
-    chunks = list(batches(encodings, config.batch_size))
-    for chunk in progress(chunks, enabled=show_progress, desc=f"logit lens {loaded.name}", unit="batch"):
+
+    def lens_of_batch(chunk) -> list[tuple]:
+        """Per sample of ``chunk``: (logprob, rank, embed, attn, mlp, answer logit, first top-1, largest rise)."""
         ids = right_padded(chunk, pad).to(loaded.device)
         rows, positions, targets, counts = read_index(chunk)
         rows, positions, targets = rows.to(loaded.device), positions.to(loaded.device), targets.to(loaded.device)
@@ -153,19 +157,26 @@ def lens_of_model(loaded, encodings, config: LogitLensConfig, *, show_progress: 
         own_logit = (final * readout).sum(-1).cpu()
         logprob = torch.stack(logprobs, -1)  # [n, L + 1]
         rank = torch.stack(ranks, -1)
+        per_sample = []
         for lp, rk, e, a, m, own in zip(
             logprob.split(counts), rank.split(counts), embed.split(counts), attn.split(counts), mlp.split(counts), own_logit.split(counts)
         ):
-            out.logprob.append(lp.T.double().tolist())
-            out.rank.append(rk.T.tolist())
-            out.embed_direct.append(float(e.double().mean()))
-            out.attn_direct.append(a.double().mean(0).tolist())
-            out.mlp_direct.append(m.double().mean(0).tolist())
-            out.answer_logit.append(float(own.double().mean()))
-            out.first_top1.append(_first_top1(out.rank[-1]))
             curve = lp.double().mean(0)  # [L + 1]
-            out.largest_rise.append(int(torch.argmax(curve[1:] - curve[:-1])))
-    return out
+            per_sample.append((
+                lp.T.double().tolist(), rk.T.tolist(), float(e.double().mean()), a.double().mean(0).tolist(),
+                m.double().mean(0).tolist(), float(own.double().mean()), _first_top1(rk.T.tolist()),
+                int(torch.argmax(curve[1:] - curve[:-1])),
+            ))
+        return per_sample
+
+    # under accelerate launch / torchrun each process reads its share of the batches (rlvr_lens.distributed)
+    chunks = list(batches(encodings, config.batch_size))
+
+    def wrap(indices):
+        return progress(indices, enabled=show_progress, desc=f"logit lens {loaded.name}", unit="batch")
+
+    columns = list(zip(*map_batches(lens_of_batch, chunks, wrap=wrap))) or [()] * 8
+    return ModelLens(loaded.name, *(list(column) for column in columns))
 
 
 def logit_lens(

@@ -14,6 +14,10 @@ counterfactual next-token distributions at the answer's read positions
   sequence's real positions (as in the study, the mean includes later positions);
   ``down_random`` replaces ``W_down`` by a Gaussian matrix with the same Frobenius norm,
   drawn from ``seed`` (per layer: ``seed + layer``).
+
+Under ``accelerate launch`` / ``torchrun`` each process scores its share of the batches and the
+per-sample values are gathered in sample order (:mod:`rlvr_lens.distributed`); the random
+``W_down`` depends on the layer only, so every process draws the same one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from rlvr_lens.analyses.teacher_forcing import CONTEXTS, encode_all, mean_per_ro
 from rlvr_lens.analyses.token_metrics import jsd_from_logits
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import map_batches
 from rlvr_lens.errors import UserError
 from rlvr_lens.generation import batches
 from rlvr_lens.models.hooks import run_with_weights
@@ -134,8 +139,8 @@ def _scores(loaded, encodings, config: MLPCounterfactualConfig, variants, *, sho
     """``[sample][layer][variant]`` JSD of each ``variant(layer, ids, mask) -> (weights, context)`` vs the normal run."""
     n_layers = loaded.adapter.num_layers(loaded.model)
     pad = loaded.tokenizer.pad_token_id or 0
-    out: list[list[list[float]]] = []
-    for chunk in progress(list(batches(encodings, config.batch_size)), enabled=show_progress, desc=label, unit="batch"):
+
+    def scores_of_batch(chunk) -> list[list[list[float]]]:
         ids = right_padded(chunk, pad)
         mask = torch.zeros_like(ids, dtype=torch.bool)
         for row, encoding in enumerate(chunk):
@@ -150,8 +155,14 @@ def _scores(loaded, encodings, config: MLPCounterfactualConfig, variants, *, sho
                     counterfactual = _logits(loaded, ids, rows, positions, weights)
                 for row, value in enumerate(mean_per_row(jsd_from_logits(normal, counterfactual), counts)):
                     grid[row][layer][v] = value
-        out += grid
-    return out
+        return grid
+
+    def wrap(indices):
+        return progress(indices, enabled=show_progress, desc=label, unit="batch")
+
+    # under accelerate launch / torchrun each process scores its share of the batches (rlvr_lens.distributed);
+    # the random W_down of a layer is drawn from seed + layer, the same tensor in every process
+    return map_batches(scores_of_batch, list(batches(encodings, config.batch_size)), wrap=wrap)
 
 
 def _ablation_variant(loaded, name: str, seed: int):

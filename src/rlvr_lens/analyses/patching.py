@@ -24,6 +24,11 @@ Definitions (see ``docs/circuits.md``):
 
 All variants of a sample (and of several samples, up to ``max_rows`` rows) run as one batch:
 the input is repeated along the batch dimension and each hook replaces only its own rows.
+
+Under ``accelerate launch`` / ``torchrun`` each process runs its share of these batches (and
+of the samples of the patched decoding) and the per-sample values are gathered in sample
+order (:mod:`rlvr_lens.distributed`): the result, and every group recovery and bootstrap
+computed from it, is the single-process one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from rlvr_lens.analyses.teacher_forcing import CONTEXTS, encode_all, read_index,
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample
 from rlvr_lens.data.templates import apply_template
+from rlvr_lens.distributed import map_batches
 from rlvr_lens.errors import UserError
 from rlvr_lens.models.hooks import capture, hook_name, patch
 from rlvr_lens.progress import progress
@@ -216,8 +222,8 @@ def _teacher_forced(receiver, donor, encodings, variants, config: PatchingConfig
     kinds, layers = _points(variants)
     per_chunk = max(1, config.max_rows // len(variants))
     chunks = [encodings[i : i + per_chunk] for i in range(0, len(encodings), per_chunk)]
-    out: list[list[float]] = []
-    for chunk in progress(chunks, enabled=show_progress, desc=f"patch {donor.name} -> {receiver.name}", unit="batch"):
+
+    def patch_batch(chunk) -> list[list[float]]:
         ids = right_padded(chunk, pad)
         with capture(donor.model, kinds, layers, adapter=donor.adapter) as cache:
             donor.adapter.base_model(donor.model)(input_ids=ids.to(donor.device), use_cache=False)
@@ -225,8 +231,13 @@ def _teacher_forced(receiver, donor, encodings, variants, config: PatchingConfig
         repeated = ids.repeat_interleave(len(variants), dim=0)
         with patch(receiver.model, replacements, adapter=receiver.adapter):
             values = _answer_logprob(receiver, repeated, chunk, len(variants))
-        out += [values[i * len(variants) : (i + 1) * len(variants)] for i in range(len(chunk))]
-    return out
+        return [values[i * len(variants) : (i + 1) * len(variants)] for i in range(len(chunk))]
+
+    def wrap(indices):
+        return progress(indices, enabled=show_progress, desc=f"patch {donor.name} -> {receiver.name}", unit="batch")
+
+    # under accelerate launch / torchrun each process patches its share of the batches (rlvr_lens.distributed)
+    return map_batches(patch_batch, chunks, wrap=wrap)
 
 
 # ----------------------------------------------------------------------------- patched decoding
@@ -300,22 +311,27 @@ def activation_patching(
     encodings = encode_all(base.tokenizer, samples, config.template, config.context)
     pad = base.tokenizer.pad_token_id or 0
     m = {}
+    chunks = [encodings[start : start + config.max_rows] for start in range(0, len(encodings), config.max_rows)]
     for loaded in (base, tuned):
-        m[loaded.name] = []
-        for start in range(0, len(encodings), config.max_rows):
-            chunk = encodings[start : start + config.max_rows]
-            with torch.no_grad():
-                m[loaded.name] += _answer_logprob(loaded, right_padded(chunk, pad), chunk, 1)
+        with torch.no_grad():  # each process of a launcher its share of the batches, gathered in order
+            m[loaded.name] = map_batches(lambda chunk, loaded=loaded: _answer_logprob(loaded, right_padded(chunk, pad), chunk, 1), chunks)
     pairs = {"tuned_into_base": (base, tuned), "base_into_tuned": (tuned, base)}
     directions = []
     for name in config.directions:
         receiver, donor = pairs[name]
         result = DirectionResult(name, receiver.name, donor.name, _teacher_forced(receiver, donor, encodings, variants, config, pad, show_progress=show_progress))
         if config.accuracy != "none":
-            for sample in progress(samples, enabled=show_progress, desc=f"patched decoding {name}", unit="sample"):
+
+            def decode(sample: Sample, receiver=receiver, donor=donor) -> list[list[bool]]:
                 prompt_ids = receiver.tokenizer(apply_template(sample.prompt, config.template, receiver.tokenizer), add_special_tokens=False)["input_ids"]
                 rows = _greedy_patched(receiver, donor, prompt_ids, variants, config)
-                correct = [grade(receiver.tokenizer.decode(r, skip_special_tokens=True), sample.answer).correct for r in rows]
+                return [[grade(receiver.tokenizer.decode(r, skip_special_tokens=True), sample.answer).correct for r in rows]]
+
+            def wrap(indices, name=name):
+                return progress(indices, enabled=show_progress, desc=f"patched decoding {name}", unit="sample")
+
+            # one sample at a time, as in one process; each process of a launcher decodes its share
+            for correct in map_batches(decode, list(samples), wrap=wrap):
                 result.unpatched_correct.append(correct[0])
                 result.correct.append(correct[1:])
         directions.append(result)

@@ -29,6 +29,14 @@ forward pass, prompt and every decoding step (a hook on ``down_proj``'s input;
 ``alpha = 1`` is the unmodified model, ``0`` ablates). Reported per alpha: greedy accuracy
 overall and per group, and per sample the **answer probability**: the geometric mean
 per-token probability ``exp(mean log p)`` of the reference text given the prompt.
+
+Under ``accelerate launch`` / ``torchrun`` (see :mod:`rlvr_lens.distributed`) each process
+computes the keys and gradients of its share of the samples; they are gathered, and every
+process then chooses the same neuron sets (per sample, the shared set on the calibration
+split, the seeded controls) from the full set, so the choice is that of one process. Greedy
+decoding and answer probabilities under scaling are sharded by batches of the scored
+samples, and accuracies are computed on the gathered correctness: the result equals a
+single-process run.
 """
 
 from __future__ import annotations
@@ -270,29 +278,32 @@ def matched_random(magnitude: torch.Tensor, chosen: Sequence[int], window: int, 
 @torch.no_grad()
 def _answer_probs(model, encoded, rows: Sequence[int], neuron_sets, layer, width, alpha, adapter, pad_id, batch_size) -> list[float]:
     from rlvr_lens.analyses.perplexity import token_nll
+    from rlvr_lens.distributed import map_batches
+    from rlvr_lens.generation import batches
 
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    def probs(chunk: Sequence[int]) -> list[float]:
         with scale_rows(model, layer, factor_rows([neuron_sets[i] for i in chunk], width, alpha), adapter):
             nlls = token_nll(model, [encoded[i].ids for i in chunk], pad_id=pad_id)
+        out = []
         for i, nll in zip(chunk, nlls):
             a, b = encoded[i].answer_span
             out.append(math.exp(-float(nll[a - 1 : b - 1].double().mean())) if b > a else float("nan"))
-    return out
+        return out
+
+    return map_batches(probs, list(batches(list(rows), batch_size)))  # each process its share of the batches
 
 
 def _greedy(model, tokenizer, samples, prompts, rows, neuron_sets, layer, width, alpha, adapter, config) -> list[bool]:
     from rlvr_lens.data.grading import grade
-    from rlvr_lens.generation import generate
+    from rlvr_lens.distributed import map_batches
+    from rlvr_lens.generation import batches, generate
 
-    correct = []
-    for start in range(0, len(rows), config.batch_size):
-        chunk = rows[start : start + config.batch_size]
+    def decode(chunk: Sequence[int]) -> list[bool]:
         with scale_rows(model, layer, factor_rows([neuron_sets[i] for i in chunk], width, alpha), adapter):
             outs = generate(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens=config.max_new_tokens, batch_size=len(chunk))
-        correct += [grade(o.text, samples[i].answer).correct for o, i in zip(outs, chunk)]
-    return correct
+        return [grade(o.text, samples[i].answer).correct for o, i in zip(outs, chunk)]
+
+    return map_batches(decode, list(batches(list(rows), config.batch_size)))  # each process its share of the batches
 
 
 def calibration_split(groups: Mapping[str, Sequence[int]], n: int, group: str, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -323,6 +334,7 @@ def neuron_steering(
     """
     from rlvr_lens.analyses.perplexity import encode_sample, leading_special_ids
     from rlvr_lens.data.templates import apply_template
+    from rlvr_lens.distributed import gather_dict, shard
     from rlvr_lens.progress import progress
 
     config = config or SteeringConfig()
@@ -342,13 +354,13 @@ def neuron_steering(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rng = np.random.default_rng(config.seed)
 
-    keys: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    grads: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    for e in progress(encoded, enabled=show_progress, desc="neuron scores", unit="sample"):
-        k, g = keys_and_gradients(model, adapter, e, layers)
-        for layer in layers:
-            keys[layer].append(k[layer])
-            grads[layer].append(g[layer])
+    # each process of a launcher scores its share of the samples (one at a time, as in one process);
+    # the neuron sets below are chosen on the gathered full set, identically in every process
+    mine = {i: keys_and_gradients(model, adapter, encoded[i], layers)
+            for i in progress(shard(range(n)), enabled=show_progress, desc="neuron scores", unit="sample")}
+    every = gather_dict(mine)
+    keys = {layer: [every[i][0][layer] for i in range(n)] for layer in layers}
+    grads = {layer: [every[i][1][layer] for i in range(n)] for layer in layers}
     answers = [answer_token_ids(tokenizer, s.answer) for s in samples]
 
     scored_groups = {g: [j for j, i in enumerate(scored) if i in set(idx)] for g, idx in groups.items()}

@@ -16,6 +16,10 @@ Two analyses of a base / tuned pair on evaluation prompts:
   tuned drives, base replaces), and reports accuracy against the share of replaced tokens
   (:mod:`rlvr_lens.analyses.cross_decode` holds the two-cache decoder).
 
+Under ``accelerate launch`` / ``torchrun`` both analyses shard their batches over the processes
+and gather the per-sample results before any summary (:mod:`rlvr_lens.distributed`); sampled
+responses of :func:`token_divergence` are drawn in every process from one seeded stream.
+
 Over-long prompts: a sample whose prompt tokens plus ``max_new_tokens`` (plus the closing
 end-of-sequence token) exceed the base model's context window (``max_position_embeddings``)
 is left out of both analyses; its id is listed in the result's ``settings["too_long"]``.
@@ -39,7 +43,7 @@ from rlvr_lens.analyses.token_metrics import METRICS, score_sequences
 from rlvr_lens.data.grading import grade
 from rlvr_lens.data.sample import Sample, label_groups
 from rlvr_lens.data.templates import apply_template
-from rlvr_lens.distributed import gather_dict, shard, world_size
+from rlvr_lens.distributed import gather_dict, map_batches, shard, world_size
 from rlvr_lens.errors import UserError
 from rlvr_lens.generation import batches, generate
 from rlvr_lens.progress import progress
@@ -508,12 +512,10 @@ def _run_cross(
     driver, other, samples, prompt_ids, threshold, config, direction, top_fraction, show_progress
 ) -> tuple[CrossSamplingPoint, list[float]]:
     tokenizer = driver.tokenizer
-    tokens, from_other, changed, jsds = [], [], [], []
     indices = list(range(len(samples)))
     label = "plain" if math.isinf(threshold) else f"jsd>{threshold:.3g}"
-    for chunk in progress(
-        list(batches(indices, config.batch_size)), enabled=show_progress, desc=f"{direction} {label}", unit="batch"
-    ):
+
+    def decode(chunk: Sequence[int]) -> list[tuple]:
         out = cross_decode(
             driver.model,
             other.model,
@@ -523,10 +525,15 @@ def _run_cross(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        tokens += out.token_ids
-        from_other += out.from_other
-        changed += out.changed
-        jsds += out.jsd
+        return list(zip(out.token_ids, out.from_other, out.changed, out.jsd))
+
+    def wrap(batch_indices):
+        return progress(batch_indices, enabled=show_progress, desc=f"{direction} {label}", unit="batch")
+
+    # under accelerate launch / torchrun each process decodes its share of the batches; every
+    # statistic below (and the top-fraction quantiles of the caller) is over the gathered samples
+    rows = map_batches(decode, list(batches(indices, config.batch_size)), wrap=wrap)
+    tokens, from_other, changed, jsds = ([list(row[k]) for row in rows] for k in range(4))
     texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
     correct = [grade(text, s.answer).correct for text, s in zip(texts, samples)]
     total = sum(len(t) for t in tokens)

@@ -90,6 +90,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from rlvr_lens.distributed import gather_dict, local_device, shard
 from rlvr_lens.errors import UserError
 from rlvr_lens.models.checkpoint_files import CheckpointTensors, matched_names
 from rlvr_lens.models.parameter_names import module_sort_key, name_sort_key, parameter_role
@@ -110,7 +111,8 @@ class WeightsConfig:
         k_fixed: the second, fixed small k (clipped to the rank).
         ranks: ranks r of the best rank-r approximation error of ``dW``.
         energy_bins: number of equal-width singular-rank bins of the update energy profile.
-        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``; under
+            ``accelerate launch`` / ``torchrun`` on GPUs, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``.
         svd_dtype: dtype of the Gram matrices of ``W`` and ``W'``: ``auto`` (float64 on CPU,
             float32 on GPU), ``float32`` or ``float64``. ``dW`` always uses float64.
         chunk_mb: float32 megabytes of one row chunk of one tensor (bounds peak memory).
@@ -360,7 +362,9 @@ class WeightsResult(Result):
 
 
 def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
+    if device in ("auto", "cuda") and local_device():  # under a multi-process launcher on GPUs: this process' GPU (LOCAL_RANK)
+        device = local_device()
+    elif device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
@@ -992,6 +996,11 @@ def weight_forensics(
     ``pytorch_model*.bin``), one tensor of every checkpoint at a time; see the module
     docstring for the metrics. Raises :class:`UserError` for a missing directory, tensors
     that are not in every checkpoint, or shapes that differ.
+
+    Under ``accelerate launch`` / ``torchrun`` (:mod:`rlvr_lens.distributed`) each process
+    reads and analyses every ``world_size``-th tensor (in name order) on its own device; the
+    rows are gathered in tensor order, and the aggregates and cross-run consistency sums are
+    computed from the gathered rows in that order, so every number is the single-process one.
     """
     config = config or WeightsConfig()
     config.check()
@@ -1018,22 +1027,27 @@ def weight_forensics(
         spectrum_name = config.spectrum_matrix or _default_spectrum_matrix(names)
         if config.spectrum_matrix and config.spectrum_matrix not in names:
             raise UserError(f"--spectrum-matrix {config.spectrum_matrix} is not a tensor of these checkpoints.")
-        matrices: list[MatrixRow] = []
-        cross: list[CrossRow] = []
-        spectra: list[SpectrumDetail] = []
-        bytes_read = 0
+        # under accelerate launch / torchrun each process reads and analyses its share of the
+        # tensors (tensor i goes to process i mod world_size, see rlvr_lens.distributed); every
+        # tensor's rows depend on that tensor alone, so they are those of a one-process run
+        mine: dict[int, tuple] = {}
         with torch.no_grad(), _exact_matmuls():
-            for name in progress(names, enabled=show_progress, desc="weights", unit="tensor"):
-                rows, pair_rows, detail, nbytes = _analyse_tensor(
-                    readers, runs, name, config, device, want_spectrum=name == spectrum_name
-                )
-                matrices.extend(rows)
-                cross.extend(pair_rows)
-                spectra.extend(detail)
-                bytes_read += nbytes
+            for i in progress(shard(range(len(names))), enabled=show_progress, desc="weights", unit="tensor"):
+                mine[i] = _analyse_tensor(readers, runs, names[i], config, device, want_spectrum=names[i] == spectrum_name)
     finally:
         for reader in readers:
             reader.close()
+    matrices: list[MatrixRow] = []
+    cross: list[CrossRow] = []
+    spectra: list[SpectrumDetail] = []
+    bytes_read = 0
+    for _, (rows, pair_rows, detail, nbytes) in sorted(gather_dict(mine).items()):  # the original tensor order
+        matrices.extend(rows)
+        cross.extend(pair_rows)
+        spectra.extend(detail)
+        bytes_read += nbytes
+    # aggregates and the cross-run consistency sums run over the gathered rows, in the same
+    # order as in one process: every number is the one-process number
     aggregates = []
     for run in runs:
         run_rows = [r for r in matrices if r.run == run]

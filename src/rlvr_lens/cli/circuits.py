@@ -88,11 +88,15 @@ def run(args: argparse.Namespace) -> int:
     def say(step) -> None:
         print(f"  {step.name:<28} {step.status}", file=sys.stderr)
 
-    outcome = run_steps(out, steps, on_step=say, keep_going=False)
+    from rlvr_lens.distributed import is_main_process
+
+    outcome = run_steps(out, steps, on_step=say if is_main_process() else None, keep_going=False)
     if outcome.failed:  # a bug, not a user error: say which step and stop
         for step in outcome.failed:
             print(f"error: step {step.name} failed: {step.error}", file=sys.stderr)
         return 1
+    if not is_main_process():  # under accelerate launch / torchrun every process holds the gathered results; rank 0 writes
+        return 0
     context = [
         f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in series.specs)}",
         f"data: {args.data} ({len(samples)} samples), template {args.template!r}",

@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in series.specs)}",
         f"data: {args.data} ({len(samples)} samples), template {args.template!r}",
     ]
+    from rlvr_lens.distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun every process holds the gathered results; rank 0 writes
+        return 0
     report = write_run(out, [result], title="rlvr-lens: partial-prompt contamination probe", context=context)
     middle = result.fractions[len(result.fractions) // 2]
     means = {name: result.run(name, middle).rouge_l_mean for name in result.checkpoints}

@@ -55,8 +55,9 @@ def greedy_groups(base, tuned, samples, *, template: str, max_new_tokens: int, b
     from rlvr_lens.data.sample import label_groups
     from rlvr_lens.generation import accuracy
 
-    acc_b, base_correct = accuracy(base.model, base.tokenizer, samples, template=template, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    acc_t, tuned_correct = accuracy(tuned.model, tuned.tokenizer, samples, template=template, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    # sharded: under accelerate launch / torchrun each process decodes its share of the batches
+    acc_b, base_correct = accuracy(base.model, base.tokenizer, samples, template=template, max_new_tokens=max_new_tokens, batch_size=batch_size, sharded=True)
+    acc_t, tuned_correct = accuracy(tuned.model, tuned.tokenizer, samples, template=template, max_new_tokens=max_new_tokens, batch_size=batch_size, sharded=True)
     groups = {**label_groups(list(samples)), **correctness_groups(base_correct, tuned_correct)}
     return groups, {base.name: acc_b, tuned.name: acc_t}
 

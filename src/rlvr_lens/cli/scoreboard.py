@@ -133,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     ]
     if zero_specs is not None:
         context.append(f"zero-leak organism: {', '.join(f'{s.name} = {s.source}' for s in zero_specs)}")
+    from rlvr_lens.distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun every process holds the gathered results; rank 0 writes
+        return 0
     report = write_run(out, [result, detectors], title="rlvr-lens: detection scoreboard", context=context)
     for task in result.tasks:
         if task.skipped:

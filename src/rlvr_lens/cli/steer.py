@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         f"checkpoints: {', '.join(f'{s.name} = {s.source}' for s in series.specs)}",
         f"data: {args.data} ({len(samples)} samples decoded); groups: " + ", ".join(f"{g} {len(i)}" for g, i in groups.items()),
     ]
+    from rlvr_lens.distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun every process holds the gathered results; rank 0 writes
+        return 0
     report = write_run(out, results, title="rlvr-lens: interventions", context=context)
     print(f"wrote {', '.join(str(out / (r.kind + '.json')) for r in results)} and {report}")
     return 0

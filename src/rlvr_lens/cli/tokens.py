@@ -140,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
                 free_model(tuned)
     finally:
         free_model(base)
+    from rlvr_lens.distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun every process holds the gathered results; rank 0 writes
+        return 0
     report = write_run(
         out,
         results,

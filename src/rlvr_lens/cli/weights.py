@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         base_name=specs[0].name,
         show_progress=not args.no_progress,
     )
+    from rlvr_lens.distributed import is_main_process
+
+    if not is_main_process():  # under accelerate launch / torchrun every process holds the gathered result; rank 0 writes
+        return 0
     report = write_run(
         out,
         [result],
