@@ -33,6 +33,21 @@ def load_runs(folder: Path, stage: str) -> dict[int, dict]:
     return runs
 
 
+def base_accuracies(folder: Path, key: str) -> list[float]:
+    """The base's accuracy per seed, from the manifest of the organism each seed-0/1/2 run names."""
+    out = []
+    for name in ("peft_ablation_sft.json", "peft_ablation_sft_seed1.json", "peft_ablation_sft_seed2.json"):
+        path = folder / name
+        if not path.exists():
+            continue
+        manifest = Path(json.loads(path.read_text())["organism"]) / "manifest.json"
+        if not manifest.exists():
+            return []
+        stages = {s["name"]: s for s in json.loads(manifest.read_text())["stages"]}
+        out.append(stages["base"]["accuracy"][key])
+    return out
+
+
 def summary(runs: dict[int, dict], method: str, key: str = "eval_clean") -> tuple[str, str]:
     """Per-seed accuracies, and the mean change against full (pp) with the per-seed changes."""
     accuracies, deltas = [], []
@@ -58,6 +73,10 @@ def main() -> None:
     print(f"seeds: SFT {sorted(sft)}, GRPO {sorted(grpo)}; column {args.key}\n")
     print("| method (organism) | paper's analogue | SFT accuracy per seed | SFT Δ vs full | paper SFT Δ | GRPO accuracy per seed | GRPO Δ vs full | paper RLVR Δ |")
     print("|---|---|---|---|---|---|---|---|")
+    bases = base_accuracies(args.results, args.key)
+    if bases:
+        base = " / ".join(f"{b:.2f}" for b in bases)
+        print(f"| base (no tuning) | | {base} | | | {base} | | |")
     methods = list(dict.fromkeys(m for runs in (sft, grpo) for rows in runs.values() for m in rows))
     for method in methods:
         analogue, paper_sft, paper_rl = PAPER.get(method, ("full", "0", "0"))
