@@ -24,22 +24,23 @@ PAPER = {
 }
 
 
+def result_files(folder: Path, stage: str) -> dict[int, Path]:
+    """seed -> the results file ``peft_ablation.py`` wrote for it (seed 0 has no suffix), if present."""
+    names = {0: f"peft_ablation_{stage}.json", 1: f"peft_ablation_{stage}_seed1.json", 2: f"peft_ablation_{stage}_seed2.json"}
+    return {seed: folder / name for seed, name in names.items() if (folder / name).exists()}
+
+
 def load_runs(folder: Path, stage: str) -> dict[int, dict]:
-    runs = {}
-    for seed, name in ((0, f"peft_ablation_{stage}.json"), (1, f"peft_ablation_{stage}_seed1.json"), (2, f"peft_ablation_{stage}_seed2.json")):
-        path = folder / name
-        if path.exists():
-            runs[seed] = {row["method"]: row for row in json.loads(path.read_text())["rows"]}
-    return runs
+    return {
+        seed: {row["method"]: row for row in json.loads(path.read_text())["rows"]}
+        for seed, path in result_files(folder, stage).items()
+    }
 
 
 def base_accuracies(folder: Path, key: str) -> list[float]:
     """The base's accuracy per seed, from the manifest of the organism each seed-0/1/2 run names."""
     out = []
-    for name in ("peft_ablation_sft.json", "peft_ablation_sft_seed1.json", "peft_ablation_sft_seed2.json"):
-        path = folder / name
-        if not path.exists():
-            continue
+    for path in result_files(folder, "sft").values():
         manifest = Path(json.loads(path.read_text())["organism"]) / "manifest.json"
         if not manifest.exists():
             return []

@@ -110,9 +110,10 @@ class CircuitsResult(Result):
     counterfactual: MLPCounterfactualResult | None = None
     verdicts: list[LocalizationVerdict] = field(default_factory=list)
 
-    def per_sample_signals(self) -> dict[str, list[float | None]]:
-        """Per-sample numbers the scoreboard can score as detectors, following ``sample_ids``
-        (``None`` for a sample a part did not cover). Directions are left to the calibration split.
+    def per_sample_signals(self) -> dict[str, list[float | int | None]]:
+        """Per-sample numbers the scoreboard can score as detectors, following ``sample_ids`` (every
+        part runs on exactly these samples; ``None`` where a value is undefined). Directions are left
+        to the calibration split.
 
         * ``lens_final_logprob``: the tuned model's answer log-probability at its last lens state
           (mean over answer tokens, nats); ``lens_logprob_gain``: the same minus the base's;
@@ -123,30 +124,25 @@ class CircuitsResult(Result):
         * ``patch_<component><layers>_recovery``: normalized recovery of each patching window,
           tuned activations into the base (``None`` where the endpoints coincide).
         """
-        signals: dict[str, list[float | None]] = {}
+        signals: dict[str, list[float | int | None]] = {}
+        n = len(self.sample_ids)
         if self.lens is not None:
             models = {m.name: m for m in self.lens.models}
             tuned, base = models.get(self.tuned), models.get(self.base)
             if tuned is not None:
-                final = [tuned.mean_logprob(i)[-1] for i in range(len(self.lens.sample_ids))]
-                signals["lens_final_logprob"] = self._align(self.lens.sample_ids, final)
+                final = [tuned.mean_logprob(i)[-1] for i in range(n)]
+                signals["lens_final_logprob"] = final
                 if base is not None:
-                    gain = [f - base.mean_logprob(i)[-1] for i, f in enumerate(final)]
-                    signals["lens_logprob_gain"] = self._align(self.lens.sample_ids, gain)
-                signals["lens_emergence_layer"] = self._align(self.lens.sample_ids, tuned.first_top1)
-                signals["lens_largest_rise_layer"] = self._align(self.lens.sample_ids, tuned.largest_rise)
-                signals["mlp_direct_total"] = self._align(self.lens.sample_ids, [sum(x) for x in tuned.mlp_direct])
+                    signals["lens_logprob_gain"] = [f - base.mean_logprob(i)[-1] for i, f in enumerate(final)]
+                signals["lens_emergence_layer"] = list(tuned.first_top1)
+                signals["lens_largest_rise_layer"] = list(tuned.largest_rise)
+                signals["mlp_direct_total"] = [sum(x) for x in tuned.mlp_direct]
         if self.patching is not None and any(d.direction == "tuned_into_base" for d in self.patching.directions):
-            ids = self.patching.sample_ids
             for v, variant in enumerate(self.patching.variants):
                 layers = "-".join(str(layer) for layer in variant.layers)
-                values = [self.patching.recovery("tuned_into_base", i, v) for i in range(len(ids))]
-                signals[f"patch_{variant.component}{layers}_recovery"] = self._align(ids, values)
+                values = [self.patching.recovery("tuned_into_base", i, v) for i in range(n)]
+                signals[f"patch_{variant.component}{layers}_recovery"] = values
         return signals
-
-    def _align(self, ids: Sequence[str], values: Sequence[float | int | None]) -> list[float | None]:
-        by_id = {s: None if v is None else float(v) for s, v in zip(ids, values)}
-        return [by_id.get(s) for s in self.sample_ids]
 
 
 def select_samples(groups: Mapping[str, Sequence[int]], n_samples: int, cap: int | None) -> tuple[list[int], dict[str, list[int]]]:

@@ -218,7 +218,7 @@ def _cpu_latent_b() -> OrganismConfig:
         n_pretrain=8000, n_eval=200, n_benchmark=100, n_rl_train=200, leak_repetitions=6,
         latent_forms=("answer_key", "qa_line", "table_row"), n_bridge=400, bridge_direct_repetitions=4, direct_fraction=0.05,
     )
-    config.model = ModelShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384)
+    config.model = _cpu_small().model
     config.pretrain = TrainSettings(steps=2500, batch_size=32, learning_rate=3e-3, warmup_steps=30)
     # lr 2e-4 lowered accuracy from this base; 3e-5 over 64 steps is the gentlest that still learns rl_train
     config.rl = dataclasses.replace(config.rl, learning_rate=3e-5, max_steps=64)
